@@ -1,0 +1,64 @@
+# kubectl-mesh. Two commands set everything up on a fresh Debian machine, as root:
+#   make demo   lab up, probe installed, a measured run, results shown
+#   make test   unit tests, then the integration tests against the lab
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+LDFLAGS := -s -w -X github.com/kubectl-mesh/kubectl-mesh/internal/version.Version=$(VERSION)
+# Static binaries: they go into images FROM scratch.
+export CGO_ENABLED := 0
+# The lab finds our checkout and binaries through these.
+export MESH_LAB_REPO := $(CURDIR)
+export MESH_LAB_BIN_DIR := $(BIN)
+LAB := $(BIN)/mesh-lab
+
+.PHONY: all deps build generate images kube lab-up lab-down test unit e2e bench demo fmt vet clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+# Rebuilds committed generated files (bpf2go output, vmlinux.h); needs clang and bpftool.
+generate: deps
+	$(GO) generate ./bpf/...
+
+# Kubernetes and CoreDNS from source, cached by version under /var/cache/kubectl-mesh-lab.
+kube: build
+	$(LAB) build
+
+images: build kube
+	$(LAB) images
+
+lab-up: deps build
+	$(LAB) up
+
+lab-down: build
+	$(LAB) down
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+unit: build
+	$(GO) test -count=1 ./...
+
+# Integration tests bring the lab up and down themselves; one package at a time, since they
+# share the one lab.
+e2e: deps build kube
+	$(GO) test -count=1 -p 1 -tags e2e -timeout 60m ./e2e/...
+
+test: deps vet unit e2e
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 ./... | tee bench.out
+
+demo: deps build
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) bench.out

@@ -1,0 +1,150 @@
+package bpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
+)
+
+// serveHTTP serves a fixed body on l until the test ends.
+func serveHTTP(t *testing.T, l net.Listener, handler http.HandlerFunc) {
+	t.Helper()
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// keepAliveRequests sends n sequential GETs on one connection and closes it.
+func keepAliveRequests(c net.Conn, host string, n int) error {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; i < n; i++ {
+		if _, err := fmt.Fprintf(c, "GET /item/%d HTTP/1.1\r\nHost: %s\r\n\r\n", i, host); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+	}
+	return nil
+}
+
+// drainEvents reads every event until quiet has passed without one.
+func drainEvents(t *testing.T, rd *ringbuf.Reader, quiet time.Duration) []exchange.Event {
+	t.Helper()
+	r := exchange.NewReader(rd)
+	var out []exchange.Event
+	for {
+		r.SetDeadline(time.Now().Add(quiet))
+		ev, err := r.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+}
+
+// The app program attached to a real lo (TCX, then the clsact fallback)
+// times real HTTP/1.1 keep-alive exchanges, and detaching removes it.
+func TestAttachAppToLoopback(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []TCMode{TCAuto, TCLegacy} {
+		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
+		t.Run(name, func(t *testing.T) {
+			ns := newNetns(t, "lo")
+			p, err := LoadExchangeProbe(ExchangeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := false
+			t.Cleanup(func() {
+				if !closed {
+					_ = ns.do(p.Close)
+				}
+			})
+			if err := p.SetPort(9080, PortApp); err != nil {
+				t.Fatal(err)
+			}
+			if err := ns.do(func() error { return p.AttachApp(1, mode) }); err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Attachments()[0].Mechanism; got != name {
+				t.Fatalf("attached with %s, want %s", got, name)
+			}
+			rd, err := p.NewEventReader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+
+			l := ns.listen(t, "127.0.0.1:9080")
+			serveHTTP(t, l, func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(time.Millisecond)
+				_, _ = io.WriteString(w, "hello from the app")
+			})
+			c, err := ns.dial("127.0.0.1:9080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := c.LocalAddr().(*net.TCPAddr)
+			if err := keepAliveRequests(c, "app", 3); err != nil {
+				t.Fatal(err)
+			}
+
+			evs := drainEvents(t, rd, 300*time.Millisecond)
+			if len(evs) != 3 {
+				t.Fatalf("got %d events, want 3: %+v", len(evs), evs)
+			}
+			for i, e := range evs {
+				if e.Leg != exchange.LegApp || e.Server.Port() != 9080 || int(e.Client.Port()) != client.Port {
+					t.Errorf("event %d: %+v", i, e)
+				}
+				if !e.Complete() || e.Duration() < time.Millisecond {
+					t.Errorf("event %d lasted %v, the handler sleeps 1ms: %+v", i, e.Duration(), e)
+				}
+				line, ok := exchange.ParseRequestLine(e.Head)
+				if !ok || line.Target != fmt.Sprintf("/item/%d", i) {
+					t.Errorf("event %d request line %+v", i, line)
+				}
+			}
+			if evs[2].Flags&exchange.FlagFIN == 0 {
+				t.Errorf("last exchange not ended by FIN: %v", evs[2].Flags)
+			}
+
+			if err := ns.do(p.Close); err != nil {
+				t.Fatal(err)
+			}
+			closed = true
+			if mode == TCLegacy {
+				out, err := exec.Command("ip", "netns", "exec", ns.name, "tc", "filter", "show", "dev", "lo", "ingress").CombinedOutput()
+				if err == nil && strings.Contains(string(out), "bpf") {
+					t.Errorf("cls_bpf filter left after Close:\n%s", out)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared by the kubectl-mesh BPF programs and, through bpf2go's -type
+ * flag, by the Go loader. Every struct here crosses the kernel/user boundary,
+ * so each has explicit padding and a fixed size: the Go decoder in
+ * probe/exchange checks the same sizes and offsets.
+ */
+#ifndef KMESH_COMMON_H
+#define KMESH_COMMON_H
+
+/*
+ * Version of struct exchange_event. Bumped whenever its layout changes so an
+ * old userspace refuses events it would misread instead of decoding garbage.
+ */
+#define EXCHANGE_EVENT_VERSION 1
+
+/* Bytes of the start of a request payload copied into each event. */
+#define REQ_HEAD_LEN 64
+
+/* Which side of the proxy an exchange was seen on. */
+enum leg {
+	/* The pod's eth0: client <-> proxy, seen with the original service port
+	 * because TC ingress runs before netfilter's REDIRECT to the proxy. */
+	LEG_EDGE = 1,
+	/* The pod's lo: proxy <-> application. */
+	LEG_APP = 2,
+};
+
+/* Which end of the connection lives in the pod. Only inbound is tracked so far. */
+enum direction {
+	DIRECTION_INBOUND = 1,
+	DIRECTION_OUTBOUND = 2,
+};
+
+/* exchange_event.flags */
+enum exchange_flag {
+	/* The exchange ended because a FIN was seen. */
+	EXCHANGE_F_FIN = 1 << 0,
+	/* The exchange ended because a RST was seen. */
+	EXCHANGE_F_RST = 1 << 1,
+	/* At least one payload segment did not advance the sequence number. */
+	EXCHANGE_F_RETRANSMIT = 1 << 2,
+	/* The connection was first seen mid-stream (opened before the probe was
+	 * attached, or its flow entry was evicted): the start of this exchange
+	 * was not observed and its timestamps must not be used for latency. */
+	EXCHANGE_F_PREDATES_PROBE = 1 << 3,
+	/* More than one request (or response) message was seen in this
+	 * exchange: HTTP/1.1 pipelining; the exchange cannot be split per request. */
+	EXCHANGE_F_PIPELINED = 1 << 4,
+	/* Response bytes were seen without any request bytes before them
+	 * (server-first protocol such as a banner). */
+	EXCHANGE_F_NO_REQUEST = 1 << 5,
+	/* The client half-closed (FIN) before the response completed. */
+	EXCHANGE_F_CLIENT_FIN = 1 << 6,
+};
+
+/*
+ * One request/response exchange on one TCP connection, emitted to the ring
+ * buffer when it ends: when a new request starts after response bytes were
+ * seen (HTTP/1.1 keep-alive alternation), or on FIN/RST.
+ *
+ * Addresses are IPv6 or IPv4-mapped IPv6 (::ffff:a.b.c.d), network order.
+ * "client" is the peer that sent the request, "server" owns the port of
+ * interest. Timestamps are bpf_ktime_get_ns(): CLOCK_MONOTONIC.
+ */
+struct exchange_event {
+	__u64 req_start_ns;  /* first request payload byte */
+	__u64 req_end_ns;    /* last request payload byte */
+	__u64 resp_start_ns; /* first response payload byte, 0 if none */
+	__u64 resp_end_ns;   /* last response payload byte, 0 if none */
+	__u64 req_bytes;     /* request payload bytes, retransmissions excluded */
+	__u64 resp_bytes;    /* response payload bytes, retransmissions excluded */
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+	__u16 client_port; /* host order */
+	__u16 server_port; /* host order */
+	__u32 ifindex;
+	__u32 flags;       /* enum exchange_flag */
+	__u16 retransmits; /* payload segments that did not advance seq */
+	__u16 requests;    /* request messages seen (>1 means pipelined) */
+	__u16 responses;   /* response messages seen (>1 means pipelined) */
+	__u8 version;      /* EXCHANGE_EVENT_VERSION */
+	__u8 leg;          /* enum leg */
+	__u8 direction;    /* enum direction */
+	__u8 family;       /* 4 or 6 */
+	__u8 head_len;     /* valid bytes in head */
+	__u8 _pad[1];
+	__u8 head[REQ_HEAD_LEN]; /* start of the request payload */
+};
+
+/* ports map value: what a port means to the probe. */
+enum port_role {
+	/* Server port of the pod seen on eth0 (the service/container port). */
+	PORT_ROLE_EDGE = 1 << 0,
+	/* Server port of the application seen on lo (the proxy connects to it). */
+	PORT_ROLE_APP = 1 << 1,
+	/* Set by the BPF program when it learnt the APP role itself: a SYN on lo
+	 * from one of the configured proxy source addresses (Istio: 127.0.0.6). */
+	PORT_ROLE_LEARNT = 1 << 2,
+};
+
+/* Indexes into the per-CPU stats array. Every packet or exchange the programs
+ * give up on is counted here: nothing is dropped silently. */
+enum exchange_stat {
+	STAT_PACKETS = 0,        /* packets seen by any TC program */
+	STAT_NOT_TCP,            /* not IPv4/IPv6 TCP (or not parseable) */
+	STAT_IPV6_EXT_HDR,       /* IPv6 with extension headers: not parsed */
+	STAT_IP_FRAGMENT,        /* IPv4 fragments: not parsed */
+	STAT_NO_PORT,            /* TCP, but no port of interest */
+	STAT_FLOWS_CREATED,      /* flow entries created */
+	STAT_FLOW_CREATE_FAILED, /* bpf_map_update_elem on flows failed */
+	STAT_PREDATES_PROBE,     /* flows first seen mid-stream */
+	STAT_RETRANSMITS,        /* payload segments that did not advance seq */
+	STAT_EVENTS,             /* exchange events submitted */
+	STAT_RINGBUF_FULL,       /* exchange events lost: ring buffer full */
+	STAT_PORTS_LEARNT,       /* app ports learnt from proxy SYNs */
+	STAT_LOAD_FAILED,        /* bpf_skb_load_bytes failed */
+	STAT_MAX,
+};
+
+/* Key of the cpu_ns map: one cgroup v2 id. */
+struct cpu_key {
+	__u64 cgroup_id;
+};
+
+/* Configuration of the sched_switch program, index 0 of cpu_config. */
+struct cpu_config {
+	/* Only tasks whose cgroup has this ancestor are accounted. 0 accounts
+	 * every task except the idle tasks. */
+	__u64 ancestor_cgroup_id;
+	/* Level of ancestor_cgroup_id in the cgroup v2 tree (root is 0). */
+	__u32 ancestor_level;
+	__u32 _pad;
+};
+
+#endif /* KMESH_COMMON_H */

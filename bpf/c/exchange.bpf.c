@@ -1,0 +1,745 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * exchange.bpf.c: request/response timing of TCP connections inside one pod,
+ * seen from two places:
+ *
+ *   edge: the pod's eth0, client <-> sidecar proxy. TC ingress runs before
+ *         netfilter PREROUTING and TC egress after POSTROUTING, so both see
+ *         the original service port even though iptables redirects the
+ *         connection to the proxy's inbound port (Istio 15006, Linkerd 4143).
+ *   app:  the pod's lo, sidecar proxy <-> application. Every loopback packet
+ *         crosses lo egress and then lo ingress; only ingress is hooked so
+ *         each packet is counted once, at the time it reaches its receiver.
+ *
+ * For every TCP connection to a port of interest the programs follow the
+ * HTTP/1.1 keep-alive alternation: request bytes from the client, then
+ * response bytes from the server, then the next request. When the next
+ * request starts (or the connection ends with FIN/RST) the finished exchange
+ * is written to the events ring buffer. Userspace (probe/pairing) pairs edge
+ * and app exchanges; edge duration minus app duration is the time the proxy
+ * added.
+ *
+ * Nothing here needs kprobes or fentry: only TC (sched_cls) programs, which
+ * need CAP_BPF to load and CAP_NET_ADMIN to attach.
+ *
+ * The programs never change a packet and always return TC_ACT_UNSPEC, which
+ * both TCX and legacy cls_bpf read as "continue with the next program", so an
+ * existing CNI program on the same hook keeps working.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "common.h"
+
+/* Macros from UAPI headers that vmlinux.h (BTF: types only) cannot carry. */
+#define TC_ACT_UNSPEC (-1)
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define IP_MF_OFFSET 0x3fff /* IPv4 more-fragments flag and fragment offset */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Flow table sizes are defaults; the Go loader may change max_entries before
+ * loading. */
+#define MAX_FLOWS 16384
+#define MAX_PORTS 1024
+
+/* Exchange state of a connection. */
+enum flow_state {
+	FLOW_IDLE = 0,     /* no exchange in progress */
+	FLOW_REQUEST = 1,  /* request bytes seen, no response bytes yet */
+	FLOW_RESPONSE = 2, /* response bytes seen */
+};
+
+/* flow.seq_known bits: whether next_*_seq has been initialised. */
+#define SEQ_KNOWN_REQ 1
+#define SEQ_KNOWN_RESP 2
+
+/* A connection, oriented client -> server. The ifindex keeps the edge and
+ * app legs (and several pod interfaces) apart. */
+struct flow_key {
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+	__u16 client_port;
+	__u16 server_port;
+	__u32 ifindex;
+};
+
+/* Per-connection state: the exchange in progress plus the sequence numbers
+ * needed to tell new payload from retransmitted payload. */
+struct flow {
+	__u64 req_start_ns;
+	__u64 req_end_ns;
+	__u64 resp_start_ns;
+	__u64 resp_end_ns;
+	__u64 req_bytes;
+	__u64 resp_bytes;
+	__u32 next_req_seq;  /* next expected client->server sequence number */
+	__u32 next_resp_seq; /* next expected server->client sequence number */
+	__u32 flags;         /* enum exchange_flag for the exchange in progress */
+	__u16 retransmits;
+	__u16 requests;
+	__u16 responses;
+	__u8 state;     /* enum flow_state */
+	__u8 seq_known; /* SEQ_KNOWN_* */
+	__u8 interim;   /* the response so far is an HTTP 1xx (100-continue) */
+	__u8 leg;
+	__u8 family;
+	__u8 head_len;
+	__u8 head[REQ_HEAD_LEN];
+};
+
+/* Connections in flight. LRU so that connections whose FIN/RST was never
+ * seen cannot fill the table: the least recently used is evicted instead. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} flows SEC(".maps");
+
+/* Ports of interest (host order) -> enum port_role bits. Written by the Go
+ * loader from the pod's container ports; the app program adds learnt ports. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+/* Source addresses the sidecar uses for its connections to the application
+ * (IPv6 or IPv4-mapped, e.g. Istio's 127.0.0.6). A SYN on lo from one of them
+ * teaches the app program the application's port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u8[16]);
+	__type(value, __u8);
+} proxy_sources SEC(".maps");
+
+/* Finished exchanges, read by probe/pairing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Counters, enum stat. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Referenced here only so that the object's BTF carries these types and
+ * bpf2go can generate their Go declarations (-type). */
+const struct btf_anchors {
+	struct exchange_event event;
+	enum exchange_stat stat;
+	enum port_role role;
+	enum exchange_flag flag;
+	enum leg leg;
+	enum direction direction;
+} *unused_btf_anchors __attribute__((unused));
+
+/* Header layouts read with bpf_skb_load_bytes. Declared here, byte by byte,
+ * instead of using vmlinux.h's bitfield structs so the parsing does not
+ * depend on the host's bitfield order. */
+struct vlan_head {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct ipv4_head {
+	__u8 version_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__sum16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct ipv6_head {
+	__be32 version_class_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct tcp_head {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff_res; /* data offset in the high nibble, in 32-bit words */
+	__u8 flags;
+	__be16 window;
+	__sum16 check;
+	__be16 urg_ptr;
+};
+
+/* One parsed TCP segment, as seen on the wire. */
+struct segment {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u32 seq;   /* host order */
+	__u32 payload_off;
+	__u32 payload_len;
+	__u8 tcp_flags;
+	__u8 family;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void ipv4_mapped(__u8 dst[16], __be32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(&dst[12], &addr, 4);
+}
+
+/* parse fills seg from an Ethernet frame carrying IPv4 or extension-free
+ * IPv6 and TCP. It returns 0 on success, -1 for anything else (counted). */
+static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
+{
+	struct ethhdr eth;
+	__u32 off = ETH_HLEN;
+	__u32 l4_len;
+	__u16 proto;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		goto not_tcp;
+	proto = eth.h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_head vlan;
+
+		if (bpf_skb_load_bytes(skb, off, &vlan, sizeof(vlan)) < 0)
+			goto not_tcp;
+		proto = vlan.proto;
+		off += sizeof(vlan);
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct ipv4_head ip;
+		__u32 ihl, tot_len;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+			goto not_tcp;
+		if ((ip.version_ihl >> 4) != 4)
+			goto not_tcp;
+		ihl = (ip.version_ihl & 0x0f) * 4;
+		if (ihl < sizeof(ip))
+			goto not_tcp;
+		if (ip.protocol != IPPROTO_TCP)
+			goto not_tcp;
+		if (ip.frag_off & bpf_htons(IP_MF_OFFSET)) {
+			count(STAT_IP_FRAGMENT);
+			return -1;
+		}
+		ipv4_mapped(seg->saddr, ip.saddr);
+		ipv4_mapped(seg->daddr, ip.daddr);
+		seg->family = 4;
+		tot_len = bpf_ntohs(ip.tot_len);
+		off += ihl;
+		/* tot_len is 0 on BIG TCP GSO packets: use the skb length.
+		 * Otherwise trust tot_len, which excludes Ethernet padding. */
+		if (tot_len == 0) {
+			if (skb->len < off)
+				goto not_tcp;
+			l4_len = skb->len - off;
+		} else {
+			if (tot_len < ihl)
+				goto not_tcp;
+			l4_len = tot_len - ihl;
+		}
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6_head ip6;
+		__u32 payload_len;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+			goto not_tcp;
+		if (ip6.nexthdr != IPPROTO_TCP) {
+			/* Hop-by-hop, routing, fragment, destination options,
+			 * AH, ESP: a chain we do not walk. */
+			switch (ip6.nexthdr) {
+			case 0:
+			case 43:
+			case 44:
+			case 50:
+			case 51:
+			case 60:
+				count(STAT_IPV6_EXT_HDR);
+				return -1;
+			}
+			goto not_tcp;
+		}
+		__builtin_memcpy(seg->saddr, ip6.saddr, 16);
+		__builtin_memcpy(seg->daddr, ip6.daddr, 16);
+		seg->family = 6;
+		payload_len = bpf_ntohs(ip6.payload_len);
+		off += sizeof(ip6);
+		/* payload_len is 0 on BIG TCP (jumbogram) GSO packets. */
+		if (payload_len == 0) {
+			if (skb->len < off)
+				goto not_tcp;
+			l4_len = skb->len - off;
+		} else {
+			l4_len = payload_len;
+		}
+	} else {
+		goto not_tcp;
+	}
+
+	struct tcp_head tcp;
+	__u32 doff;
+
+	if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)) < 0)
+		goto not_tcp;
+	/* The data offset covers TCP options (timestamps, SACK, ...). */
+	doff = (tcp.doff_res >> 4) * 4;
+	if (doff < sizeof(tcp) || doff > l4_len)
+		goto not_tcp;
+	seg->sport = bpf_ntohs(tcp.source);
+	seg->dport = bpf_ntohs(tcp.dest);
+	seg->seq = bpf_ntohl(tcp.seq);
+	seg->tcp_flags = tcp.flags;
+	seg->payload_off = off + doff;
+	seg->payload_len = l4_len - doff;
+	return 0;
+
+not_tcp:
+	count(STAT_NOT_TCP);
+	return -1;
+}
+
+static __always_inline __u32 port_roles(__u16 port)
+{
+	__u32 *roles = bpf_map_lookup_elem(&ports, &port);
+
+	return roles ? *roles : 0;
+}
+
+/* First four payload bytes as they appear on the wire, 0 if fewer than 8
+ * payload bytes can be read. */
+static __always_inline __u32 payload_word(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__u8 b[8];
+
+	if (len < sizeof(b) || bpf_skb_load_bytes(skb, off, b, sizeof(b)) < 0)
+		return 0;
+	return (__u32)b[0] << 24 | (__u32)b[1] << 16 | (__u32)b[2] << 8 | b[3];
+}
+
+#define WORD(a, b, c, d) ((__u32)(a) << 24 | (__u32)(b) << 16 | (__u32)(c) << 8 | (__u32)(d))
+
+/* Whether a request segment starts an HTTP/1.x request line. Used only to
+ * notice pipelining inside an exchange; plaintext only. */
+static __always_inline int starts_request(__u32 w)
+{
+	switch (w) {
+	case WORD('G', 'E', 'T', ' '):
+	case WORD('P', 'O', 'S', 'T'):
+	case WORD('P', 'U', 'T', ' '):
+	case WORD('H', 'E', 'A', 'D'):
+	case WORD('D', 'E', 'L', 'E'):
+	case WORD('P', 'A', 'T', 'C'):
+	case WORD('O', 'P', 'T', 'I'):
+	case WORD('C', 'O', 'N', 'N'):
+	case WORD('T', 'R', 'A', 'C'):
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether a response segment starts an HTTP/1.x status line; *interim is
+ * set for 1xx responses (100 Continue), which precede the real response. */
+static __always_inline int starts_response(struct __sk_buff *skb, __u32 off, __u32 len, __u8 *interim)
+{
+	__u8 b[10];
+
+	*interim = 0;
+	if (len < sizeof(b) || bpf_skb_load_bytes(skb, off, b, sizeof(b)) < 0)
+		return 0;
+	if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/')
+		return 0;
+	/* "HTTP/1.1 1xx" */
+	*interim = b[9] == '1';
+	return 1;
+}
+
+/* reset_exchange forgets the exchange in progress, keeping what belongs to
+ * the connection (sequence numbers, leg, family). */
+static __always_inline void reset_exchange(struct flow *f)
+{
+	f->req_start_ns = 0;
+	f->req_end_ns = 0;
+	f->resp_start_ns = 0;
+	f->resp_end_ns = 0;
+	f->req_bytes = 0;
+	f->resp_bytes = 0;
+	f->flags = 0;
+	f->retransmits = 0;
+	f->requests = 0;
+	f->responses = 0;
+	f->state = FLOW_IDLE;
+	f->interim = 0;
+	f->head_len = 0;
+	__builtin_memset(f->head, 0, sizeof(f->head));
+}
+
+/* emit writes the exchange in progress to the ring buffer. A full ring
+ * buffer is counted (STAT_RINGBUF_FULL), never ignored. */
+static __always_inline void emit(struct flow *f, const struct flow_key *key, __u32 extra_flags)
+{
+	struct exchange_event *e;
+
+	if (f->state == FLOW_IDLE)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_RINGBUF_FULL);
+		return;
+	}
+	e->req_start_ns = f->req_start_ns;
+	e->req_end_ns = f->req_end_ns;
+	e->resp_start_ns = f->resp_start_ns;
+	e->resp_end_ns = f->resp_end_ns;
+	e->req_bytes = f->req_bytes;
+	e->resp_bytes = f->resp_bytes;
+	__builtin_memcpy(e->client_addr, key->client_addr, 16);
+	__builtin_memcpy(e->server_addr, key->server_addr, 16);
+	e->client_port = key->client_port;
+	e->server_port = key->server_port;
+	e->ifindex = key->ifindex;
+	e->flags = f->flags | extra_flags;
+	e->retransmits = f->retransmits;
+	e->requests = f->requests;
+	e->responses = f->responses;
+	e->version = EXCHANGE_EVENT_VERSION;
+	e->leg = f->leg;
+	e->direction = DIRECTION_INBOUND;
+	e->family = f->family;
+	e->head_len = f->head_len;
+	e->_pad[0] = 0;
+	__builtin_memcpy(e->head, f->head, sizeof(e->head));
+	bpf_ringbuf_submit(e, 0);
+	count(STAT_EVENTS);
+}
+
+/* new_payload returns how many bytes of this segment were not seen before
+ * and advances the expected sequence number; 0 means a retransmission (or an
+ * out-of-order segment older than one already seen). */
+static __always_inline __u32 new_payload(struct flow *f, const struct segment *seg, int from_client)
+{
+	__u32 seq = seg->seq;
+	__u32 end, *next;
+	__u8 bit = from_client ? SEQ_KNOWN_REQ : SEQ_KNOWN_RESP;
+	__u32 fresh = seg->payload_len;
+
+	if (seg->tcp_flags & TCP_SYN)
+		seq += 1; /* TCP Fast Open: data follows the SYN's sequence number */
+	end = seq + seg->payload_len;
+	next = from_client ? &f->next_req_seq : &f->next_resp_seq;
+	if (f->seq_known & bit) {
+		__s32 advance = (__s32)(end - *next);
+
+		if (advance <= 0)
+			return 0;
+		if ((__u32)advance < fresh)
+			fresh = advance; /* partial overlap: only the tail is new */
+	}
+	*next = end;
+	f->seq_known |= bit;
+	return fresh;
+}
+
+static __always_inline void capture_head(struct __sk_buff *skb, struct flow *f, __u32 off, __u32 len)
+{
+	__u64 n = len;
+
+	if (n > REQ_HEAD_LEN)
+		n = REQ_HEAD_LEN;
+	/* The verifier must see n bounded to 1..64 on the very register passed
+	 * to bpf_skb_load_bytes; the empty asm stops clang from testing a
+	 * copy instead. */
+	asm volatile("" : "+r"(n));
+	if (n < 1 || n > REQ_HEAD_LEN)
+		return;
+	if (bpf_skb_load_bytes(skb, off, f->head, n) < 0) {
+		count(STAT_LOAD_FAILED);
+		return;
+	}
+	f->head_len = n;
+}
+
+static __always_inline void on_request_payload(struct __sk_buff *skb, struct flow *f,
+					       const struct flow_key *key, const struct segment *seg,
+					       __u32 fresh, __u64 now)
+{
+	__u32 off = seg->payload_off + (seg->payload_len - fresh);
+	__u32 w = payload_word(skb, off, fresh);
+
+	if (f->state == FLOW_RESPONSE) {
+		if (f->interim && !starts_request(w)) {
+			/* The response so far was "100 Continue": this is the
+			 * request body, still the same exchange. */
+			f->interim = 0;
+			f->state = FLOW_REQUEST;
+		} else {
+			/* Keep-alive: a new request after response bytes
+			 * ends the previous exchange. */
+			emit(f, key, 0);
+			reset_exchange(f);
+		}
+	}
+	if (f->state == FLOW_IDLE) {
+		f->state = FLOW_REQUEST;
+		f->req_start_ns = now;
+		f->requests = 1;
+		capture_head(skb, f, off, fresh);
+	} else if (starts_request(w)) {
+		/* A second request line before any response: pipelining. */
+		f->requests += 1;
+		f->flags |= EXCHANGE_F_PIPELINED;
+	}
+	f->req_end_ns = now;
+	f->req_bytes += fresh;
+}
+
+static __always_inline void on_response_payload(struct __sk_buff *skb, struct flow *f,
+						const struct segment *seg, __u32 fresh, __u64 now)
+{
+	__u32 off = seg->payload_off + (seg->payload_len - fresh);
+	__u8 interim = 0;
+	int status_line = starts_response(skb, off, fresh, &interim);
+
+	if (f->state == FLOW_IDLE) {
+		/* Response bytes with no request: either the connection
+		 * predates the probe (flag already set) or the server speaks
+		 * first. */
+		if (!(f->flags & EXCHANGE_F_PREDATES_PROBE))
+			f->flags |= EXCHANGE_F_NO_REQUEST;
+	}
+	if (f->state != FLOW_RESPONSE) {
+		f->state = FLOW_RESPONSE;
+		f->resp_start_ns = now;
+		f->responses = 1;
+		f->interim = interim;
+	} else if (status_line) {
+		if (f->interim) {
+			/* The final response after a 1xx, same request. */
+			f->interim = interim;
+		} else {
+			f->responses += 1;
+			f->flags |= EXCHANGE_F_PIPELINED;
+		}
+	}
+	f->resp_end_ns = now;
+	f->resp_bytes += fresh;
+}
+
+/* track applies one segment to its connection's exchange state. */
+static __always_inline void track(struct __sk_buff *skb, const struct segment *seg,
+				  const struct flow_key *key, int from_client, __u8 leg)
+{
+	__u8 tcp_flags = seg->tcp_flags;
+	struct flow *f = bpf_map_lookup_elem(&flows, key);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (tcp_flags & TCP_SYN && !(tcp_flags & TCP_ACK) && f) {
+		/* A new connection reusing the 5-tuple of one whose end was
+		 * not seen: flush what the old one had, start clean. */
+		emit(f, key, 0);
+		bpf_map_delete_elem(&flows, key);
+		f = NULL;
+	}
+	if (!f) {
+		struct flow init = {};
+
+		/* Nothing to track for a pure ACK/FIN/RST of an unknown
+		 * connection. */
+		if (!(tcp_flags & TCP_SYN) && seg->payload_len == 0)
+			return;
+		if (tcp_flags & TCP_RST)
+			return;
+		init.leg = leg;
+		init.family = seg->family;
+		if (!(tcp_flags & TCP_SYN)) {
+			/* First seen mid-stream: its first exchange may be
+			 * missing its start. */
+			init.flags = EXCHANGE_F_PREDATES_PROBE;
+			count(STAT_PREDATES_PROBE);
+		}
+		if (bpf_map_update_elem(&flows, key, &init, BPF_NOEXIST) < 0) {
+			/* EEXIST: another CPU created it first; use theirs. */
+			f = bpf_map_lookup_elem(&flows, key);
+			if (!f) {
+				count(STAT_FLOW_CREATE_FAILED);
+				return;
+			}
+		} else {
+			count(STAT_FLOWS_CREATED);
+			f = bpf_map_lookup_elem(&flows, key);
+			if (!f)
+				return;
+		}
+	}
+
+	if (tcp_flags & TCP_SYN) {
+		__u8 bit = from_client ? SEQ_KNOWN_REQ : SEQ_KNOWN_RESP;
+
+		if (from_client)
+			f->next_req_seq = seg->seq + 1;
+		else
+			f->next_resp_seq = seg->seq + 1;
+		f->seq_known |= bit;
+	}
+
+	if (seg->payload_len > 0) {
+		__u32 fresh = new_payload(f, seg, from_client);
+
+		if (fresh == 0) {
+			if (f->retransmits < 0xffff)
+				f->retransmits += 1;
+			f->flags |= EXCHANGE_F_RETRANSMIT;
+			count(STAT_RETRANSMITS);
+		} else if (from_client) {
+			on_request_payload(skb, f, key, seg, fresh, now);
+		} else {
+			on_response_payload(skb, f, seg, fresh, now);
+		}
+	}
+
+	if (tcp_flags & TCP_RST) {
+		emit(f, key, EXCHANGE_F_RST);
+		bpf_map_delete_elem(&flows, key);
+		return;
+	}
+	if (tcp_flags & TCP_FIN) {
+		if (from_client && f->state == FLOW_REQUEST) {
+			/* Half-close after the request: the response is
+			 * still to come. */
+			f->flags |= EXCHANGE_F_CLIENT_FIN;
+			return;
+		}
+		emit(f, key, EXCHANGE_F_FIN);
+		bpf_map_delete_elem(&flows, key);
+	}
+}
+
+static __always_inline void orient(struct flow_key *key, const struct segment *seg,
+				   int from_client, __u32 ifindex)
+{
+	if (from_client) {
+		__builtin_memcpy(key->client_addr, seg->saddr, 16);
+		__builtin_memcpy(key->server_addr, seg->daddr, 16);
+		key->client_port = seg->sport;
+		key->server_port = seg->dport;
+	} else {
+		__builtin_memcpy(key->client_addr, seg->daddr, 16);
+		__builtin_memcpy(key->server_addr, seg->saddr, 16);
+		key->client_port = seg->dport;
+		key->server_port = seg->sport;
+	}
+	key->ifindex = ifindex;
+}
+
+/* edge_packet handles one packet of the pod's eth0. ingress: packets from
+ * clients (server port = destination); egress: packets to clients (server
+ * port = source). */
+static __always_inline int edge_packet(struct __sk_buff *skb, int ingress)
+{
+	struct segment seg = {};
+	struct flow_key key = {};
+	__u16 server_port;
+
+	count(STAT_PACKETS);
+	if (parse(skb, &seg) < 0)
+		return TC_ACT_UNSPEC;
+	server_port = ingress ? seg.dport : seg.sport;
+	if (!(port_roles(server_port) & PORT_ROLE_EDGE)) {
+		count(STAT_NO_PORT);
+		return TC_ACT_UNSPEC;
+	}
+	orient(&key, &seg, ingress, skb->ifindex);
+	track(skb, &seg, &key, ingress, LEG_EDGE);
+	return TC_ACT_UNSPEC;
+}
+
+/* Hook: TC ingress (TCX or clsact) of the pod's eth0. Sees requests from
+ * clients with the original destination port, before iptables redirects them
+ * to the proxy. Attaching needs CAP_NET_ADMIN. */
+SEC("tc")
+int edge_ingress(struct __sk_buff *skb)
+{
+	return edge_packet(skb, 1);
+}
+
+/* Hook: TC egress (TCX or clsact) of the pod's eth0. Sees responses to
+ * clients after netfilter has translated the proxy's source port back to the
+ * original service port. Attaching needs CAP_NET_ADMIN. */
+SEC("tc")
+int edge_egress(struct __sk_buff *skb)
+{
+	return edge_packet(skb, 0);
+}
+
+/* Hook: TC ingress (TCX or clsact) of the pod's lo. Sees both directions of
+ * proxy <-> application connections; every loopback packet crosses lo egress
+ * then lo ingress, so hooking one side counts each packet once. Attaching
+ * needs CAP_NET_ADMIN. */
+SEC("tc")
+int app_ingress(struct __sk_buff *skb)
+{
+	struct segment seg = {};
+	struct flow_key key = {};
+	int from_client;
+
+	count(STAT_PACKETS);
+	if (parse(skb, &seg) < 0)
+		return TC_ACT_UNSPEC;
+	if (port_roles(seg.dport) & PORT_ROLE_APP) {
+		from_client = 1;
+	} else if (port_roles(seg.sport) & PORT_ROLE_APP) {
+		from_client = 0;
+	} else if ((seg.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+		   bpf_map_lookup_elem(&proxy_sources, seg.saddr)) {
+		/* Learn the application's port from the proxy's connection
+		 * attempt, so an unconfigured port is still measured. */
+		__u32 roles = PORT_ROLE_APP | PORT_ROLE_LEARNT;
+		__u16 port = seg.dport;
+
+		if (bpf_map_update_elem(&ports, &port, &roles, BPF_NOEXIST) == 0)
+			count(STAT_PORTS_LEARNT);
+		from_client = 1;
+	} else {
+		count(STAT_NO_PORT);
+		return TC_ACT_UNSPEC;
+	}
+	orient(&key, &seg, from_client, skb->ifindex);
+	track(skb, &seg, &key, from_client, LEG_APP);
+	return TC_ACT_UNSPEC;
+}

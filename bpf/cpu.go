@@ -1,0 +1,167 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// CPUFilter restricts CPU accounting to one cgroup v2 subtree, normally the
+// pod's cgroup, so that only the pod's containers (proxy and application)
+// are counted.
+type CPUFilter struct {
+	// AncestorID is the cgroup v2 id (the inode number of its directory).
+	// Zero accounts every task except the idle tasks.
+	AncestorID uint64
+	// Level is the depth of that cgroup below the cgroup v2 root (root = 0).
+	Level uint32
+}
+
+// CPUFilterForPath builds the filter for the cgroup directory dir inside a
+// cgroup v2 hierarchy mounted at root (e.g. /sys/fs/cgroup).
+func CPUFilterForPath(root, dir string) (CPUFilter, error) {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return CPUFilter{}, fmt.Errorf("cgroup %s is not below %s", dir, root)
+	}
+	var level uint32
+	if rel != "." {
+		level = uint32(len(strings.Split(rel, string(filepath.Separator))))
+	}
+	id, err := CgroupID(dir)
+	if err != nil {
+		return CPUFilter{}, err
+	}
+	return CPUFilter{AncestorID: id, Level: level}, nil
+}
+
+// CgroupID returns the cgroup v2 id of a cgroup directory: on cgroup v2 it is
+// the directory's kernfs inode number, the value bpf_get_current_cgroup_id()
+// reports.
+func CgroupID(dir string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("stat cgroup %s: %w", dir, err)
+	}
+	return st.Ino, nil
+}
+
+// CPUProbe owns the sched_switch program, its maps and its link.
+type CPUProbe struct {
+	objs CpuObjects
+	link link.Link
+}
+
+// LoadCPUProbe loads the sched_switch program and maps without attaching
+// them. Needs CAP_BPF.
+func LoadCPUProbe() (*CPUProbe, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	p := &CPUProbe{}
+	if err := LoadCpuObjects(&p.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load cpu program: verifier: %+v", verr)
+		}
+		return nil, fmt.Errorf("load cpu program (needs CAP_BPF and CAP_PERFMON): %w", err)
+	}
+	return p, nil
+}
+
+// SetFilter selects the cgroup subtree to account. Set it before Attach:
+// until then every non-idle task would be accounted.
+func (p *CPUProbe) SetFilter(f CPUFilter) error {
+	cfg := CpuCpuConfig{AncestorCgroupId: f.AncestorID, AncestorLevel: f.Level}
+	if err := p.objs.CpuFilter.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("set cpu filter: %w", err)
+	}
+	return nil
+}
+
+// Attach hooks the raw tracepoint sched_switch. Raw tracepoints need no
+// tracefs and no kprobes; attaching one needs CAP_PERFMON (it observes every
+// task on the node, and the program reads kernel memory).
+func (p *CPUProbe) Attach() error {
+	if p.link != nil {
+		return errors.New("cpu probe already attached")
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{
+		Name:    "sched_switch",
+		Program: p.objs.OnSchedSwitch,
+	})
+	if err != nil {
+		return fmt.Errorf("attach raw tracepoint sched_switch (needs CAP_PERFMON): %w", err)
+	}
+	p.link = l
+	return nil
+}
+
+// Usage returns the on-CPU time accounted so far per cgroup v2 id, summed
+// over CPUs. A task that is running now is charged at its next switch.
+func (p *CPUProbe) Usage() (map[uint64]time.Duration, error) {
+	out := map[uint64]time.Duration{}
+	var key CpuCpuKey
+	var perCPU []uint64
+	it := p.objs.CpuNs.Iterate()
+	for it.Next(&key, &perCPU) {
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		out[key.CgroupId] = time.Duration(sum)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read cpu usage: %w", err)
+	}
+	return out, nil
+}
+
+// CPUStats are the sched_switch program's counters summed over CPUs.
+type CPUStats struct {
+	Switches     uint64 // sched_switch events seen
+	Accounted    uint64 // switches charged to a cgroup
+	Idle         uint64 // switches away from an idle task
+	Filtered     uint64 // switches of tasks outside the filter
+	MapFull      uint64 // switches whose time was lost: no room in cpu_ns
+	PrevMismatch uint64 // prev was not current (never expected)
+}
+
+// Stats reads the sched_switch counters.
+func (p *CPUProbe) Stats() (CPUStats, error) {
+	var s CPUStats
+	fields := map[CpuCpuStat]*uint64{
+		CpuCpuStatCPU_STAT_SWITCHES:      &s.Switches,
+		CpuCpuStatCPU_STAT_ACCOUNTED:     &s.Accounted,
+		CpuCpuStatCPU_STAT_IDLE:          &s.Idle,
+		CpuCpuStatCPU_STAT_FILTERED:      &s.Filtered,
+		CpuCpuStatCPU_STAT_MAP_FULL:      &s.MapFull,
+		CpuCpuStatCPU_STAT_PREV_MISMATCH: &s.PrevMismatch,
+	}
+	for idx, dst := range fields {
+		v, err := sumPerCPU(p.objs.CpuStats, uint32(idx))
+		if err != nil {
+			return s, fmt.Errorf("read cpu stat %d: %w", idx, err)
+		}
+		*dst = v
+	}
+	return s, nil
+}
+
+// Close detaches the program and releases the maps.
+func (p *CPUProbe) Close() error {
+	var errs []error
+	if p.link != nil {
+		errs = append(errs, p.link.Close())
+		p.link = nil
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+package bpf
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// burnEnv makes the test binary, re-executed as a child, burn the given
+// milliseconds of CPU and exit: a workload with a known CPU time.
+const burnEnv = "KMESH_TEST_BURN_CPU_MS"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(burnEnv); v != "" {
+		var msec int
+		if _, err := fmt.Sscan(v, &msec); err != nil {
+			os.Exit(2)
+		}
+		burnCPU(time.Duration(msec) * time.Millisecond)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func burnCPU(d time.Duration) {
+	x := uint64(1)
+	for {
+		for i := 0; i < 1_000_000; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			os.Exit(3)
+		}
+		if time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) >= d {
+			break
+		}
+	}
+	if x == 0 { // keep the loop from being optimised away
+		os.Exit(4)
+	}
+}
+
+// cgroup2Mount finds where the cgroup v2 hierarchy is mounted
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+func cgroup2Mount(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, field := range fields {
+			if field == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
+				return fields[4]
+			}
+		}
+	}
+	t.Skip("no cgroup v2 hierarchy mounted")
+	return ""
+}
+
+// The sched_switch program charges a child that burns a known amount of
+// CPU, in a cgroup of its own, with that amount.
+func TestCPUAccountingMatchesRusage(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Mount(t)
+	dir := filepath.Join(root, fmt.Sprintf("kmesh-cpu-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+
+	filter, err := CPUFilterForPath(root, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filter.Level != 1 {
+		t.Fatalf("level %d for a child of the root", filter.Level)
+	}
+	p, err := LoadCPUProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.SetFilter(filter); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Attach(); err != nil {
+		t.Fatal(err)
+	}
+
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	const burn = 300 * time.Millisecond
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", burnEnv, burn.Milliseconds()))
+	// Born inside the cgroup (clone3 CLONE_INTO_CGROUP): none of its CPU
+	// is spent elsewhere.
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child in cgroup: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	want := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if want < burn {
+		t.Fatalf("child used %v, less than it was asked to burn", want)
+	}
+
+	// The child's last slice is charged when it switches out for good.
+	var got time.Duration
+	var usage map[uint64]time.Duration
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if usage, err = p.Usage(); err != nil {
+			t.Fatal(err)
+		}
+		if got = usage[filter.AncestorID]; got >= want*9/10 {
+			break
+		}
+	}
+	if len(usage) != 1 {
+		t.Errorf("usage for %d cgroups, want only the test cgroup: %v", len(usage), usage)
+	}
+	diff := got - want
+	if diff < 0 {
+		diff = -diff
+	}
+	if diff > want/10+5*time.Millisecond {
+		t.Errorf("accounted %v, child rusage %v", got, want)
+	}
+	t.Logf("accounted %v, child rusage %v", got, want)
+
+	s, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Accounted == 0 || s.Filtered == 0 || s.PrevMismatch != 0 || s.MapFull != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestCPUFilterForPath(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "a", "b")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := CPUFilterForPath(dir, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(sub, &st); err != nil {
+		t.Fatal(err)
+	}
+	if f.Level != 2 || f.AncestorID != st.Ino {
+		t.Errorf("filter %+v, want level 2 id %d", f, st.Ino)
+	}
+	if f, err := CPUFilterForPath(dir, dir); err != nil || f.Level != 0 {
+		t.Errorf("root: %+v %v", f, err)
+	}
+	if _, err := CPUFilterForPath(sub, dir); err == nil {
+		t.Error("a directory outside the root was accepted")
+	}
+}

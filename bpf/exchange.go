@@ -1,0 +1,231 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// PortRole says what a port of interest means to the exchange programs.
+type PortRole uint32
+
+const (
+	// PortEdge marks a server port of the pod seen on eth0: the container
+	// port that clients connect to (before any redirect to the proxy).
+	PortEdge = PortRole(ExchangePortRolePORT_ROLE_EDGE)
+	// PortApp marks a server port of the application seen on lo: the
+	// port the sidecar connects to. For sidecar meshes it is the same
+	// number as the edge port.
+	PortApp = PortRole(ExchangePortRolePORT_ROLE_APP)
+	// PortLearnt is set by the app program on ports it learnt from a SYN
+	// sent by one of the proxy source addresses.
+	PortLearnt = PortRole(ExchangePortRolePORT_ROLE_LEARNT)
+)
+
+// ExchangeOptions sizes the exchange maps. Zero values keep the defaults
+// compiled into the object (16384 flows, 1 MiB ring buffer).
+type ExchangeOptions struct {
+	// MaxFlows bounds the LRU table of connections in flight.
+	MaxFlows uint32
+	// RingBufferBytes is the size of the events ring buffer: a power of
+	// two and a multiple of the page size.
+	RingBufferBytes uint32
+}
+
+// ExchangeProbe owns the loaded exchange programs and maps and the TC
+// attachments made with them.
+type ExchangeProbe struct {
+	objs        ExchangeObjects
+	attachments []*TCAttachment
+}
+
+// LoadExchangeProbe loads the exchange programs and maps into the kernel
+// without attaching them. Needs CAP_BPF (map and program creation).
+func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones
+	// use memory cgroups and this is a no-op.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	spec, err := LoadExchange()
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxFlows > 0 {
+		spec.Maps[ExchangeMapFlows].MaxEntries = opts.MaxFlows
+	}
+	if opts.RingBufferBytes > 0 {
+		spec.Maps[ExchangeMapEvents].MaxEntries = opts.RingBufferBytes
+	}
+	p := &ExchangeProbe{}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load exchange programs: verifier: %+v", verr)
+		}
+		return nil, fmt.Errorf("load exchange programs (needs CAP_BPF): %w", err)
+	}
+	return p, nil
+}
+
+// SetPort sets the roles of a port of interest (host order).
+func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
+	if err := p.objs.Ports.Put(port, uint32(roles)); err != nil {
+		return fmt.Errorf("set port %d: %w", port, err)
+	}
+	return nil
+}
+
+// RemovePort forgets a port of interest. Connections already tracked keep
+// being tracked until they end or are evicted.
+func (p *ExchangeProbe) RemovePort(port uint16) error {
+	if err := p.objs.Ports.Delete(port); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("remove port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Ports returns every port of interest, including learnt ones.
+func (p *ExchangeProbe) Ports() (map[uint16]PortRole, error) {
+	out := map[uint16]PortRole{}
+	var port uint16
+	var roles uint32
+	it := p.objs.Ports.Iterate()
+	for it.Next(&port, &roles) {
+		out[port] = PortRole(roles)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list ports: %w", err)
+	}
+	return out, nil
+}
+
+// AddProxySource registers an address the sidecar uses as source of its
+// connections to the application (Istio: 127.0.0.6). A SYN from it on lo to
+// an unconfigured port makes that port an app port (PortApp|PortLearnt).
+func (p *ExchangeProbe) AddProxySource(addr netip.Addr) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("add proxy source: invalid address")
+	}
+	key := addr.As16() // IPv4 becomes IPv4-mapped, as the programs store it
+	if err := p.objs.ProxySources.Put(key, uint8(1)); err != nil {
+		return fmt.Errorf("add proxy source %s: %w", addr, err)
+	}
+	return nil
+}
+
+// AttachEdge attaches the edge programs to both TC hooks of the pod's eth0
+// (ifindex in the calling thread's network namespace). Needs CAP_NET_ADMIN.
+func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
+	in, err := AttachTC(p.objs.EdgeIngress, ifindex, Ingress, mode)
+	if err != nil {
+		return err
+	}
+	out, err := AttachTC(p.objs.EdgeEgress, ifindex, Egress, mode)
+	if err != nil {
+		_ = in.Close()
+		return err
+	}
+	p.attachments = append(p.attachments, in, out)
+	return nil
+}
+
+// AttachApp attaches the app program to TC ingress of the pod's lo
+// (ifindex in the calling thread's network namespace, normally 1). Needs
+// CAP_NET_ADMIN.
+func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
+	in, err := AttachTC(p.objs.AppIngress, ifindex, Ingress, mode)
+	if err != nil {
+		return err
+	}
+	p.attachments = append(p.attachments, in)
+	return nil
+}
+
+// Attachments lists the TC attachments made so far.
+func (p *ExchangeProbe) Attachments() []*TCAttachment {
+	return append([]*TCAttachment(nil), p.attachments...)
+}
+
+// NewEventReader opens the events ring buffer. Each record is one
+// struct exchange_event; probe/exchange decodes it.
+func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
+	rd, err := ringbuf.NewReader(p.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open events ring buffer: %w", err)
+	}
+	return rd, nil
+}
+
+// ExchangeStats are the exchange programs' counters summed over CPUs.
+type ExchangeStats struct {
+	Packets           uint64 // packets seen by any TC program
+	NotTCP            uint64 // not IPv4/IPv6 TCP, or not parseable
+	IPv6ExtHeader     uint64 // IPv6 with extension headers, not parsed
+	IPFragment        uint64 // IPv4 fragments, not parsed
+	NoPort            uint64 // TCP without a port of interest
+	FlowsCreated      uint64
+	FlowCreateFailed  uint64
+	PredatesProbe     uint64 // connections first seen mid-stream
+	Retransmits       uint64 // payload segments that did not advance seq
+	Events            uint64 // exchange events submitted
+	RingBufferFull    uint64 // exchange events lost to a full ring buffer
+	PortsLearnt       uint64
+	PayloadLoadFailed uint64
+}
+
+// Stats reads the exchange counters.
+func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
+	var s ExchangeStats
+	fields := map[ExchangeExchangeStat]*uint64{
+		ExchangeExchangeStatSTAT_PACKETS:            &s.Packets,
+		ExchangeExchangeStatSTAT_NOT_TCP:            &s.NotTCP,
+		ExchangeExchangeStatSTAT_IPV6EXT_HDR:        &s.IPv6ExtHeader,
+		ExchangeExchangeStatSTAT_IP_FRAGMENT:        &s.IPFragment,
+		ExchangeExchangeStatSTAT_NO_PORT:            &s.NoPort,
+		ExchangeExchangeStatSTAT_FLOWS_CREATED:      &s.FlowsCreated,
+		ExchangeExchangeStatSTAT_FLOW_CREATE_FAILED: &s.FlowCreateFailed,
+		ExchangeExchangeStatSTAT_PREDATES_PROBE:     &s.PredatesProbe,
+		ExchangeExchangeStatSTAT_RETRANSMITS:        &s.Retransmits,
+		ExchangeExchangeStatSTAT_EVENTS:             &s.Events,
+		ExchangeExchangeStatSTAT_RINGBUF_FULL:       &s.RingBufferFull,
+		ExchangeExchangeStatSTAT_PORTS_LEARNT:       &s.PortsLearnt,
+		ExchangeExchangeStatSTAT_LOAD_FAILED:        &s.PayloadLoadFailed,
+	}
+	for idx, dst := range fields {
+		v, err := sumPerCPU(p.objs.Stats, uint32(idx))
+		if err != nil {
+			return s, fmt.Errorf("read exchange stat %d: %w", idx, err)
+		}
+		*dst = v
+	}
+	return s, nil
+}
+
+// Close detaches every program and releases the maps.
+func (p *ExchangeProbe) Close() error {
+	var errs []error
+	for _, a := range p.attachments {
+		errs = append(errs, a.Close())
+	}
+	p.attachments = nil
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// sumPerCPU adds up one uint64 entry of a per-CPU map.
+func sumPerCPU(m *ebpf.Map, key any) (uint64, error) {
+	var perCPU []uint64
+	if err := m.Lookup(key, &perCPU); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range perCPU {
+		sum += v
+	}
+	return sum, nil
+}

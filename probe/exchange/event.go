@@ -1,0 +1,286 @@
+// Package exchange decodes the exchange events that the TC programs in
+// package bpf write to their ring buffer: one finished request/response
+// exchange of one TCP connection, seen on the pod's eth0 (edge leg) or lo
+// (app leg).
+//
+// The wire format is struct exchange_event in bpf/c/common.h, in the host's
+// byte order. Decode checks its size, version and every enumerated field, so
+// a mismatched or corrupt record is an error, never a plausible-looking
+// event.
+package exchange
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Layout of struct exchange_event (bpf/c/common.h). TestLayoutMatchesBPF
+// checks these against the bpf2go-generated struct.
+const (
+	// Size is the size of one ring-buffer record.
+	Size = 168
+	// Version is the layout version this package decodes.
+	Version = 1
+	// HeadLen is the capacity of the request-head field.
+	HeadLen = 64
+
+	offReqStart    = 0
+	offReqEnd      = 8
+	offRespStart   = 16
+	offRespEnd     = 24
+	offReqBytes    = 32
+	offRespBytes   = 40
+	offClientAddr  = 48
+	offServerAddr  = 64
+	offClientPort  = 80
+	offServerPort  = 82
+	offIfindex     = 84
+	offFlags       = 88
+	offRetransmits = 92
+	offRequests    = 94
+	offResponses   = 96
+	offVersion     = 98
+	offLeg         = 99
+	offDirection   = 100
+	offFamily      = 101
+	offHeadLen     = 102
+	offPad         = 103
+	offHead        = 104
+)
+
+// Leg says where an exchange was seen.
+type Leg uint8
+
+const (
+	// LegEdge: the pod's eth0, client <-> proxy.
+	LegEdge Leg = 1
+	// LegApp: the pod's lo, proxy <-> application.
+	LegApp Leg = 2
+)
+
+func (l Leg) String() string {
+	switch l {
+	case LegEdge:
+		return "edge"
+	case LegApp:
+		return "app"
+	}
+	return fmt.Sprintf("leg(%d)", uint8(l))
+}
+
+// Direction says which end of the connection is in the pod.
+type Direction uint8
+
+const (
+	// Inbound: the pod serves the connection.
+	Inbound Direction = 1
+	// Outbound: the pod is the client (not produced yet).
+	Outbound Direction = 2
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Inbound:
+		return "inbound"
+	case Outbound:
+		return "outbound"
+	}
+	return fmt.Sprintf("direction(%d)", uint8(d))
+}
+
+// Flags are enum exchange_flag bits.
+type Flags uint32
+
+const (
+	// FlagFIN: the exchange ended with a FIN.
+	FlagFIN Flags = 1 << 0
+	// FlagRST: the exchange ended with a RST.
+	FlagRST Flags = 1 << 1
+	// FlagRetransmit: some payload did not advance the sequence number.
+	FlagRetransmit Flags = 1 << 2
+	// FlagPredatesProbe: the connection was first seen mid-stream; the
+	// exchange's start may be missing, so its timing is not usable.
+	FlagPredatesProbe Flags = 1 << 3
+	// FlagPipelined: more than one HTTP/1.1 request or response message
+	// was seen in the exchange.
+	FlagPipelined Flags = 1 << 4
+	// FlagNoRequest: response bytes with no request before them.
+	FlagNoRequest Flags = 1 << 5
+	// FlagClientFIN: the client half-closed before the response ended.
+	FlagClientFIN Flags = 1 << 6
+
+	knownFlags = FlagFIN | FlagRST | FlagRetransmit | FlagPredatesProbe | FlagPipelined | FlagNoRequest | FlagClientFIN
+)
+
+var flagNames = []struct {
+	f    Flags
+	name string
+}{
+	{FlagFIN, "fin"}, {FlagRST, "rst"}, {FlagRetransmit, "retransmit"},
+	{FlagPredatesProbe, "predates-probe"}, {FlagPipelined, "pipelined"},
+	{FlagNoRequest, "no-request"}, {FlagClientFIN, "client-fin"},
+}
+
+func (f Flags) String() string {
+	var names []string
+	for _, n := range flagNames {
+		if f&n.f != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if rest := f &^ knownFlags; rest != 0 {
+		names = append(names, fmt.Sprintf("0x%x", uint32(rest)))
+	}
+	return strings.Join(names, "|")
+}
+
+// Event is one finished request/response exchange.
+type Event struct {
+	Leg       Leg
+	Direction Direction
+	// Client sent the request; Server owns the port of interest.
+	Client, Server netip.AddrPort
+	Ifindex        uint32
+
+	// Timestamps are CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+	// A zero means "not seen".
+	RequestStart, RequestEnd   uint64
+	ResponseStart, ResponseEnd uint64
+
+	RequestBytes, ResponseBytes uint64
+	Flags                       Flags
+	Retransmits                 uint16
+	Requests, Responses         uint16
+
+	// Head is the start of the request payload (at most HeadLen bytes).
+	Head []byte
+}
+
+// Complete reports whether the exchange's timing can be used: both a
+// request and a response were seen, from the start of the request.
+func (e *Event) Complete() bool {
+	return e.RequestStart != 0 && e.ResponseEnd != 0 && e.ResponseEnd >= e.RequestStart &&
+		e.Flags&(FlagPredatesProbe|FlagNoRequest) == 0
+}
+
+// Duration is first request byte to last response byte, 0 unless Complete.
+func (e *Event) Duration() time.Duration {
+	if !e.Complete() {
+		return 0
+	}
+	return time.Duration(e.ResponseEnd - e.RequestStart)
+}
+
+// Errors returned by Decode.
+var (
+	ErrSize    = errors.New("exchange event: wrong size")
+	ErrVersion = errors.New("exchange event: unsupported version")
+	ErrInvalid = errors.New("exchange event: invalid field")
+)
+
+// Decode parses one ring-buffer record. The record is not retained: Head
+// is a copy.
+func Decode(b []byte) (Event, error) {
+	var e Event
+	if len(b) != Size {
+		return e, fmt.Errorf("%w: %d bytes, want %d", ErrSize, len(b), Size)
+	}
+	if v := b[offVersion]; v != Version {
+		return e, fmt.Errorf("%w: %d, want %d", ErrVersion, v, Version)
+	}
+	ne := binary.NativeEndian
+
+	e.Leg = Leg(b[offLeg])
+	if e.Leg != LegEdge && e.Leg != LegApp {
+		return Event{}, fmt.Errorf("%w: leg %d", ErrInvalid, b[offLeg])
+	}
+	e.Direction = Direction(b[offDirection])
+	if e.Direction != Inbound && e.Direction != Outbound {
+		return Event{}, fmt.Errorf("%w: direction %d", ErrInvalid, b[offDirection])
+	}
+	headLen := int(b[offHeadLen])
+	if headLen > HeadLen {
+		return Event{}, fmt.Errorf("%w: head length %d", ErrInvalid, headLen)
+	}
+	e.Flags = Flags(ne.Uint32(b[offFlags:]))
+	if e.Flags&^knownFlags != 0 {
+		return Event{}, fmt.Errorf("%w: unknown flags 0x%x", ErrInvalid, uint32(e.Flags&^knownFlags))
+	}
+
+	client := netip.AddrFrom16([16]byte(b[offClientAddr : offClientAddr+16]))
+	server := netip.AddrFrom16([16]byte(b[offServerAddr : offServerAddr+16]))
+	switch family := b[offFamily]; family {
+	case 4:
+		if !client.Is4In6() || !server.Is4In6() {
+			return Event{}, fmt.Errorf("%w: IPv4 event with non-IPv4 address", ErrInvalid)
+		}
+		client, server = client.Unmap(), server.Unmap()
+	case 6:
+	default:
+		return Event{}, fmt.Errorf("%w: family %d", ErrInvalid, family)
+	}
+	e.Client = netip.AddrPortFrom(client, ne.Uint16(b[offClientPort:]))
+	e.Server = netip.AddrPortFrom(server, ne.Uint16(b[offServerPort:]))
+	e.Ifindex = ne.Uint32(b[offIfindex:])
+
+	e.RequestStart = ne.Uint64(b[offReqStart:])
+	e.RequestEnd = ne.Uint64(b[offReqEnd:])
+	e.ResponseStart = ne.Uint64(b[offRespStart:])
+	e.ResponseEnd = ne.Uint64(b[offRespEnd:])
+	if e.RequestEnd < e.RequestStart {
+		return Event{}, fmt.Errorf("%w: request ends before it starts", ErrInvalid)
+	}
+	if e.ResponseEnd < e.ResponseStart {
+		return Event{}, fmt.Errorf("%w: response ends before it starts", ErrInvalid)
+	}
+	e.RequestBytes = ne.Uint64(b[offReqBytes:])
+	e.ResponseBytes = ne.Uint64(b[offRespBytes:])
+	e.Retransmits = ne.Uint16(b[offRetransmits:])
+	e.Requests = ne.Uint16(b[offRequests:])
+	e.Responses = ne.Uint16(b[offResponses:])
+	if headLen > 0 {
+		e.Head = append([]byte(nil), b[offHead:offHead+headLen]...)
+	}
+	return e, nil
+}
+
+// Encode is the inverse of Decode, for tests and replay tools that need
+// records in the kernel's format.
+func Encode(e *Event) []byte {
+	b := make([]byte, Size)
+	ne := binary.NativeEndian
+	ne.PutUint64(b[offReqStart:], e.RequestStart)
+	ne.PutUint64(b[offReqEnd:], e.RequestEnd)
+	ne.PutUint64(b[offRespStart:], e.ResponseStart)
+	ne.PutUint64(b[offRespEnd:], e.ResponseEnd)
+	ne.PutUint64(b[offReqBytes:], e.RequestBytes)
+	ne.PutUint64(b[offRespBytes:], e.ResponseBytes)
+	c, s := e.Client.Addr().As16(), e.Server.Addr().As16()
+	copy(b[offClientAddr:], c[:])
+	copy(b[offServerAddr:], s[:])
+	ne.PutUint16(b[offClientPort:], e.Client.Port())
+	ne.PutUint16(b[offServerPort:], e.Server.Port())
+	ne.PutUint32(b[offIfindex:], e.Ifindex)
+	ne.PutUint32(b[offFlags:], uint32(e.Flags))
+	ne.PutUint16(b[offRetransmits:], e.Retransmits)
+	ne.PutUint16(b[offRequests:], e.Requests)
+	ne.PutUint16(b[offResponses:], e.Responses)
+	b[offVersion] = Version
+	b[offLeg] = byte(e.Leg)
+	b[offDirection] = byte(e.Direction)
+	b[offFamily] = 6
+	if e.Client.Addr().Is4() {
+		b[offFamily] = 4
+	}
+	head := e.Head
+	if len(head) > HeadLen {
+		head = head[:HeadLen]
+	}
+	b[offHeadLen] = byte(len(head))
+	copy(b[offHead:], head)
+	return b
+}

@@ -1,0 +1,677 @@
+// Package pairing matches the exchanges a pod's sidecar proxy handled on its
+// two sides, and from each matched pair derives the time the proxy added.
+//
+// An inbound request crosses the pod twice: client -> proxy on eth0 (the
+// edge leg, seen with the original service port) and proxy -> application
+// on lo (the app leg). The edge exchange starts before and ends after the
+// app exchange it caused, so an app exchange is a candidate partner of every
+// edge exchange on the matching port that contains it in time. When both
+// heads carry the same x-request-id that decides; otherwise a pair is
+// reported only when every maximum matching of the containment graph
+// contains it. Everything else is counted as ambiguous or unmatched, never
+// dropped silently.
+//
+// For a pair:
+//
+//	proxy added   = edge duration - app duration
+//	request path  = app request start - edge request start
+//	response path = edge response end - app response end
+//
+// A pod whose lo never showed an app exchange has no proxy in the path: its
+// edge exchanges are reported with Method NoProxy and zero proxy time.
+package pairing
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
+)
+
+// Config tells the Pairer which ports correspond and how long to wait.
+type Config struct {
+	// PortMap maps an edge server port to the app server port the proxy
+	// forwards it to. Ports not in the map forward to the same number,
+	// which is what sidecar meshes do (the proxy connects to the
+	// container port).
+	PortMap map[uint16]uint16
+	// AnyPort ignores ports when pairing (a pod whose forwarding is not
+	// known; containment alone decides).
+	AnyPort bool
+	// Horizon is how long after an exchange ends its partner may still
+	// arrive: the programs emit an exchange only when the next request on
+	// its connection starts or the connection closes. Default 2s.
+	Horizon time.Duration
+}
+
+// Method says how a Result was obtained.
+type Method int
+
+const (
+	// ByRequestID: both heads carried the same x-request-id.
+	ByRequestID Method = iota + 1
+	// ByContainment: the only possible partner in time.
+	ByContainment
+	// NoProxy: no app leg was ever seen in the pod; nothing sits between
+	// the client and the application.
+	NoProxy
+)
+
+func (m Method) String() string {
+	switch m {
+	case ByRequestID:
+		return "request-id"
+	case ByContainment:
+		return "containment"
+	case NoProxy:
+		return "no-proxy"
+	}
+	return "unknown"
+}
+
+// Result is one edge exchange with its app partner.
+type Result struct {
+	Edge exchange.Event
+	// App is the partner; nil for NoProxy.
+	App    *exchange.Event
+	Method Method
+
+	EdgeDuration time.Duration
+	AppDuration  time.Duration
+	// ProxyAdded = EdgeDuration - AppDuration = RequestPath + ResponsePath.
+	ProxyAdded   time.Duration
+	RequestPath  time.Duration
+	ResponsePath time.Duration
+}
+
+// Counts account for every exchange given to the Pairer.
+type Counts struct {
+	Edge, App uint64 // exchanges received, by leg
+
+	Paired            uint64 // results with an app partner
+	PairedByRequestID uint64 // of which decided by x-request-id
+	NoProxy           uint64 // edge exchanges of a pod without proxy
+
+	UnmatchedEdge, UnmatchedApp uint64 // no possible partner
+	AmbiguousEdge, AmbiguousApp uint64 // several possible partners
+
+	// AmbiguousSettled counts the ambiguous edge exchanges that belong to
+	// groups where every edge and app can be paired at once, and
+	// AmbiguousProxyAdded is their total proxy time, which is the same
+	// for every such pairing. So the mean proxy time over everything
+	// measured is (sum of Result.ProxyAdded + AmbiguousProxyAdded) /
+	// (Paired + AmbiguousSettled), even when single pairs are unknown.
+	AmbiguousSettled    uint64
+	AmbiguousProxyAdded time.Duration
+
+	// Exchanges whose timing cannot be used, counted once each.
+	Incomplete   uint64 // no request start or no response seen
+	Predates     uint64 // connection first seen mid-stream
+	Pipelined    uint64 // several HTTP/1.1 messages in one exchange
+	TLSHandshake uint64 // an edge exchange that is a TLS handshake
+	Outbound     uint64 // not inbound: not paired by this engine
+}
+
+type node struct {
+	ev    exchange.Event
+	id    string // x-request-id, "" if none
+	edge  bool
+	cands []int // indexes into the other side within a component
+	used  bool
+}
+
+// Pairer accumulates exchanges and resolves them once their partners can
+// no longer arrive. It is not safe for concurrent use.
+type Pairer struct {
+	cfg       Config
+	edges     []*node
+	apps      []*node
+	counts    Counts
+	proxySeen bool
+}
+
+// New returns a Pairer.
+func New(cfg Config) *Pairer {
+	if cfg.Horizon <= 0 {
+		cfg.Horizon = 2 * time.Second
+	}
+	return &Pairer{cfg: cfg}
+}
+
+// Now returns CLOCK_MONOTONIC in nanoseconds, the clock of the events.
+func Now() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("clock_gettime(CLOCK_MONOTONIC): " + err.Error())
+	}
+	return uint64(ts.Nano())
+}
+
+// Add takes one exchange. Exchanges whose timing cannot be used are
+// counted at once; the others wait for Resolve.
+func (p *Pairer) Add(ev exchange.Event) {
+	if ev.Direction != exchange.Inbound {
+		p.counts.Outbound++
+		return
+	}
+	isEdge := ev.Leg == exchange.LegEdge
+	if isEdge {
+		p.counts.Edge++
+	} else {
+		p.counts.App++
+		// Any app-leg traffic, usable or not, proves a proxy forwards
+		// over lo.
+		p.proxySeen = true
+	}
+	switch {
+	case ev.Flags&exchange.FlagPredatesProbe != 0:
+		p.counts.Predates++
+		return
+	case !ev.Complete():
+		p.counts.Incomplete++
+		return
+	case ev.Flags&exchange.FlagPipelined != 0:
+		p.counts.Pipelined++
+		return
+	case isEdge && exchange.IsTLSHandshake(ev.Head):
+		p.counts.TLSHandshake++
+		return
+	}
+	n := &node{ev: ev, edge: isEdge}
+	if id, ok := exchange.RequestID(ev.Head); ok {
+		n.id = id
+	}
+	if isEdge {
+		p.edges = append(p.edges, n)
+	} else {
+		p.apps = append(p.apps, n)
+	}
+}
+
+// ProxyDetected reports whether any app-leg exchange was seen.
+func (p *Pairer) ProxyDetected() bool { return p.proxySeen }
+
+// Counts returns the running totals.
+func (p *Pairer) Counts() Counts { return p.counts }
+
+// Pending returns how many exchanges wait for Resolve.
+func (p *Pairer) Pending() (edges, apps int) { return len(p.edges), len(p.apps) }
+
+// Resolve decides every group of exchanges that ended at least Horizon
+// before now (CLOCK_MONOTONIC ns, see Now) and returns the results in edge
+// start order. Groups still within the horizon wait.
+func (p *Pairer) Resolve(now uint64) []Result {
+	horizon := uint64(p.cfg.Horizon)
+	if now < horizon {
+		return nil
+	}
+	return p.resolve(now - horizon)
+}
+
+// Drain decides everything pending, as if the horizon had passed.
+func (p *Pairer) Drain() []Result {
+	return p.resolve(math.MaxUint64)
+}
+
+func (p *Pairer) portMatches(edge, app *exchange.Event) bool {
+	if p.cfg.AnyPort {
+		return true
+	}
+	want := edge.Server.Port()
+	if mapped, ok := p.cfg.PortMap[want]; ok {
+		want = mapped
+	}
+	return app.Server.Port() == want
+}
+
+// contains: the app exchange lies within the edge exchange.
+func contains(edge, app *exchange.Event) bool {
+	return edge.RequestStart <= app.RequestStart && app.ResponseEnd <= edge.ResponseEnd
+}
+
+// causal: also the inner bounds a proxy cannot break for one request: it
+// cannot finish forwarding the request before receiving all of it, nor
+// start the response before the application did. Used only to break ties:
+// TLS records the proxy sends on its own (session tickets) can precede the
+// response on the edge leg.
+func causal(edge, app *exchange.Event) bool {
+	return contains(edge, app) && edge.RequestEnd <= app.RequestEnd && app.ResponseStart <= edge.ResponseStart
+}
+
+func (p *Pairer) resolve(cutoff uint64) []Result {
+	ne, na := len(p.edges), len(p.apps)
+	// Union-find over edges [0,ne) and apps [ne,ne+na).
+	parent := make([]int, ne+na)
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	// Candidates: edges sorted by request start, so each app only scans
+	// edges that started before it.
+	order := make([]int, ne)
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		return p.edges[order[a]].ev.RequestStart < p.edges[order[b]].ev.RequestStart
+	})
+	links := make([][]int, na) // app -> edges
+	for ai, a := range p.apps {
+		last := sort.Search(ne, func(k int) bool {
+			return p.edges[order[k]].ev.RequestStart > a.ev.RequestStart
+		})
+		for k := 0; k < last; k++ {
+			ei := order[k]
+			e := p.edges[ei]
+			if contains(&e.ev, &a.ev) && p.portMatches(&e.ev, &a.ev) {
+				links[ai] = append(links[ai], ei)
+				if ra, re := find(ne+ai), find(ei); ra != re {
+					parent[ra] = re
+				}
+			}
+		}
+	}
+
+	// Group, and find each group's latest end.
+	groups := map[int]*group{}
+	get := func(root int) *group {
+		g := groups[root]
+		if g == nil {
+			g = &group{}
+			groups[root] = g
+		}
+		return g
+	}
+	for ei, e := range p.edges {
+		g := get(find(ei))
+		g.edges = append(g.edges, ei)
+		g.end = max(g.end, e.ev.ResponseEnd)
+	}
+	for ai, a := range p.apps {
+		g := get(find(ne + ai))
+		g.apps = append(g.apps, ai)
+		g.end = max(g.end, a.ev.ResponseEnd)
+	}
+
+	var results []Result
+	doneEdge := make([]bool, ne)
+	doneApp := make([]bool, na)
+	for _, g := range groups {
+		if g.end > cutoff {
+			continue // a partner may still arrive
+		}
+		results = append(results, p.solve(g, links)...)
+		for _, ei := range g.edges {
+			doneEdge[ei] = true
+		}
+		for _, ai := range g.apps {
+			doneApp[ai] = true
+		}
+	}
+	p.edges = keep(p.edges, doneEdge)
+	p.apps = keep(p.apps, doneApp)
+	sort.Slice(results, func(i, j int) bool {
+		return results[i].Edge.RequestStart < results[j].Edge.RequestStart
+	})
+	return results
+}
+
+type group struct {
+	edges, apps []int
+	end         uint64
+}
+
+func keep(nodes []*node, done []bool) []*node {
+	out := nodes[:0]
+	for i, n := range nodes {
+		if !done[i] {
+			out = append(out, n)
+		}
+	}
+	for i := len(out); i < len(nodes); i++ {
+		nodes[i] = nil
+	}
+	return out
+}
+
+// solve decides one connected group of candidates.
+func (p *Pairer) solve(g *group, links [][]int) []Result {
+	var results []Result
+	edges := make([]*node, len(g.edges))
+	for i, ei := range g.edges {
+		edges[i] = p.edges[ei]
+		edges[i].cands = nil
+		edges[i].used = false
+	}
+	local := make(map[int]int, len(g.edges))
+	for i, ei := range g.edges {
+		local[ei] = i
+	}
+	apps := make([]*node, len(g.apps))
+	for j, ai := range g.apps {
+		apps[j] = p.apps[ai]
+		apps[j].used = false
+		apps[j].cands = apps[j].cands[:0]
+		for _, ei := range links[ai] {
+			i := local[ei]
+			apps[j].cands = append(apps[j].cands, i)
+			edges[i].cands = append(edges[i].cands, j)
+		}
+	}
+
+	if len(apps) == 0 && !p.proxySeen {
+		for _, e := range edges {
+			results = append(results, noProxy(e.ev))
+			p.counts.NoProxy++
+		}
+		return results
+	}
+
+	pair := func(i, j int, m Method) {
+		edges[i].used, apps[j].used = true, true
+		results = append(results, paired(edges[i].ev, apps[j].ev, m))
+		p.counts.Paired++
+		if m == ByRequestID {
+			p.counts.PairedByRequestID++
+		}
+	}
+
+	// 1. x-request-id, when it names exactly one candidate on each side.
+	for i, e := range edges {
+		if e.id == "" {
+			continue
+		}
+		match := -1
+		for _, j := range e.cands {
+			if apps[j].id == e.id {
+				if match >= 0 {
+					match = -2
+					break
+				}
+				match = j
+			}
+		}
+		if match >= 0 && uniqueID(apps[match], edges) {
+			pair(i, match, ByRequestID)
+		}
+	}
+
+	// 2. Forced pairs: in every maximum matching of the containment
+	// graph; then the same on the stricter causal graph for what is left.
+	for _, strict := range []bool{false, true} {
+		for _, f := range forcedPairs(edges, apps, strict) {
+			pair(f[0], f[1], ByContainment)
+		}
+	}
+
+	// 3. The rest: ambiguous if a partner was possible, else unmatched.
+	var ambEdges, ambApps int
+	var edgeSum, appSum time.Duration
+	for _, e := range edges {
+		if e.used {
+			continue
+		}
+		if hasFree(e.cands, apps) {
+			p.counts.AmbiguousEdge++
+			ambEdges++
+			edgeSum += e.ev.Duration()
+		} else {
+			p.counts.UnmatchedEdge++
+		}
+	}
+	for _, a := range apps {
+		if a.used {
+			continue
+		}
+		if hasFree(a.cands, edges) {
+			p.counts.AmbiguousApp++
+			ambApps++
+			appSum += a.ev.Duration()
+		} else {
+			p.counts.UnmatchedApp++
+		}
+	}
+	// Which ambiguous edge goes with which app is unknown, but if they
+	// can all be paired at once, every such pairing adds up to the same
+	// total proxy time: the sum of edge durations minus the sum of app
+	// durations. That keeps the mean exact under heavy concurrency.
+	if ambEdges > 0 && ambEdges == ambApps {
+		if size, _ := maxMatching(candidateLinks(edges, apps, false), len(apps)); size == ambEdges {
+			p.counts.AmbiguousSettled += uint64(size)
+			p.counts.AmbiguousProxyAdded += edgeSum - appSum
+		}
+	}
+	return results
+}
+
+func uniqueID(a *node, edges []*node) bool {
+	n := 0
+	for _, i := range a.cands {
+		if edges[i].id == a.id {
+			n++
+		}
+	}
+	return n == 1
+}
+
+func hasFree(cands []int, other []*node) bool {
+	for _, k := range cands {
+		if !other[k].used {
+			return true
+		}
+	}
+	return false
+}
+
+// forcedPairs returns the (edge, app) pairs among unused nodes that belong to
+// every maximum matching of the candidate graph (the containment graph, or
+// with strict the causal one). Take one maximum matching M and orient the
+// graph: edge -> app along links outside M, app -> edge along M. A link of M
+// can be swapped for another maximum matching exactly when it lies on an
+// alternating cycle (both ends in one strongly connected component) or on an
+// even alternating path from an unmatched node (its app reachable from an
+// unmatched edge, or its edge reaching back from an unmatched app). The
+// links of M that do neither are forced.
+func forcedPairs(edges, apps []*node, strict bool) [][2]int {
+	adj := candidateLinks(edges, apps, strict)
+	_, appMate := maxMatching(adj, len(apps))
+	ne := len(edges)
+	edgeMate := make([]int, ne)
+	for i := range edgeMate {
+		edgeMate[i] = -1
+	}
+	for j, i := range appMate {
+		if i >= 0 {
+			edgeMate[i] = j
+		}
+	}
+	// Directed graph on ne+len(apps) vertices, and its reverse.
+	out := make([][]int, ne+len(apps))
+	in := make([][]int, ne+len(apps))
+	arc := func(from, to int) {
+		out[from] = append(out[from], to)
+		in[to] = append(in[to], from)
+	}
+	for i, js := range adj {
+		for _, j := range js {
+			if edgeMate[i] == j {
+				arc(ne+j, i)
+			} else {
+				arc(i, ne+j)
+			}
+		}
+	}
+	fromFreeEdge := make([]bool, ne+len(apps))
+	toFreeApp := make([]bool, ne+len(apps))
+	for i := range edges {
+		if edgeMate[i] < 0 && len(adj[i]) > 0 {
+			mark(out, i, fromFreeEdge)
+		}
+	}
+	for j := range apps {
+		if appMate[j] < 0 {
+			mark(in, ne+j, toFreeApp)
+		}
+	}
+	comp := scc(out)
+	var forced [][2]int
+	for i, j := range edgeMate {
+		if j < 0 || fromFreeEdge[ne+j] || toFreeApp[i] || comp[i] == comp[ne+j] {
+			continue
+		}
+		forced = append(forced, [2]int{i, j})
+	}
+	return forced
+}
+
+// candidateLinks returns, per unused edge, its unused candidate apps.
+func candidateLinks(edges, apps []*node, strict bool) [][]int {
+	adj := make([][]int, len(edges))
+	for i, e := range edges {
+		if e.used {
+			continue
+		}
+		for _, j := range e.cands {
+			if apps[j].used || (strict && !causal(&e.ev, &apps[j].ev)) {
+				continue
+			}
+			adj[i] = append(adj[i], j)
+		}
+	}
+	return adj
+}
+
+// mark sets seen on every vertex reachable from v.
+func mark(g [][]int, v int, seen []bool) {
+	stack := []int{v}
+	seen[v] = true
+	for len(stack) > 0 {
+		v = stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, w := range g[v] {
+			if !seen[w] {
+				seen[w] = true
+				stack = append(stack, w)
+			}
+		}
+	}
+}
+
+// scc labels the strongly connected components of g (Tarjan).
+func scc(g [][]int) []int {
+	n := len(g)
+	index := make([]int, n)
+	low := make([]int, n)
+	comp := make([]int, n)
+	onStack := make([]bool, n)
+	for i := range index {
+		index[i] = -1
+	}
+	var stack []int
+	next, label := 0, 0
+	var visit func(v int)
+	visit = func(v int) {
+		index[v], low[v] = next, next
+		next++
+		stack = append(stack, v)
+		onStack[v] = true
+		for _, w := range g[v] {
+			if index[w] < 0 {
+				visit(w)
+				low[v] = min(low[v], low[w])
+			} else if onStack[w] {
+				low[v] = min(low[v], index[w])
+			}
+		}
+		if low[v] == index[v] {
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[w] = false
+				comp[w] = label
+				if w == v {
+					break
+				}
+			}
+			label++
+		}
+	}
+	for v := range g {
+		if index[v] < 0 {
+			visit(v)
+		}
+	}
+	return comp
+}
+
+// maxMatching is Kuhn's augmenting-path algorithm on the bipartite graph
+// adj (edge -> apps), after a greedy start. It returns the matching size
+// and, per app, its edge or -1.
+func maxMatching(adj [][]int, nApps int) (int, []int) {
+	match := make([]int, nApps)
+	for j := range match {
+		match[j] = -1
+	}
+	size := 0
+	matched := make([]bool, len(adj))
+	for i, js := range adj {
+		for _, j := range js {
+			if match[j] < 0 {
+				match[j], matched[i] = i, true
+				size++
+				break
+			}
+		}
+	}
+	seen := make([]int, nApps)
+	var try func(i, stamp int) bool
+	try = func(i, stamp int) bool {
+		for _, j := range adj[i] {
+			if seen[j] == stamp {
+				continue
+			}
+			seen[j] = stamp
+			if match[j] < 0 || try(match[j], stamp) {
+				match[j] = i
+				return true
+			}
+		}
+		return false
+	}
+	for i := range adj {
+		if !matched[i] && try(i, i+1) {
+			size++
+		}
+	}
+	return size, match
+}
+
+func paired(edge, app exchange.Event, m Method) Result {
+	a := app
+	r := Result{
+		Edge:         edge,
+		App:          &a,
+		Method:       m,
+		EdgeDuration: edge.Duration(),
+		AppDuration:  app.Duration(),
+		RequestPath:  time.Duration(app.RequestStart - edge.RequestStart),
+		ResponsePath: time.Duration(edge.ResponseEnd - app.ResponseEnd),
+	}
+	r.ProxyAdded = r.EdgeDuration - r.AppDuration
+	return r
+}
+
+func noProxy(edge exchange.Event) Result {
+	d := edge.Duration()
+	return Result{Edge: edge, Method: NoProxy, EdgeDuration: d, AppDuration: d}
+}
