@@ -246,7 +246,7 @@ evictionHard:
   nodefs.inodesFree: "1%%"
   imagefs.available: "1%%"
 maxPods: 110
-`, filepath.Join(pkiDir, "ca.crt"), l.Name, !h.CgroupV2, l.DNSIP, l.ContainerdSocket(),
+`, filepath.Join(pkiDir, "ca.crt"), l.Name, h.CgroupV2, l.DNSIP, l.ContainerdSocket(),
 		filepath.Join(l.ConfigDir(), "resolv.conf"), l.PodLogDir(),
 		filepath.Join(pkiDir, "kubelet-server.crt"), filepath.Join(pkiDir, "kubelet-server.key"), l.NodeIP)
 }
