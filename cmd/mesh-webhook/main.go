@@ -1,42 +1,50 @@
-// Command mesh-webhook is the mutating admission webhook that injects the probe.
+// Command mesh-webhook is the mutating admission webhook that injects the probe next to
+// workloads in opted-in namespaces. See webhook/server.
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
 	"github.com/kubectl-mesh/kubectl-mesh/internal/version"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/server"
 )
 
 func main() {
-	health := flag.String("health-listen", ":8081", "address for /healthz and /readyz")
+	var o server.Options
+	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace the webhook runs in")
+	flag.StringVar(&o.ServiceName, "service-name", "mesh-webhook", "Service in front of the webhook (names the serving certificate)")
+	flag.StringVar(&o.SecretName, "secret-name", "mesh-webhook-tls", "Secret holding the CA and serving certificate")
+	flag.StringVar(&o.WebhookConfigName, "webhook-config", "kubectl-mesh-probe-injector", "MutatingWebhookConfiguration whose caBundle the webhook maintains")
+	flag.StringVar(&o.CertMode, "cert-mode", "self", "self: manage our own CA and certificate; cert-manager: read the files cert-manager writes")
+	flag.StringVar(&o.CertDir, "cert-dir", "/var/run/mesh-webhook/certs", "directory of tls.crt and tls.key")
+	flag.DurationVar(&o.CAValidity, "ca-validity", 5*365*24*time.Hour, "lifetime of the self-managed CA")
+	flag.DurationVar(&o.CertValidity, "cert-validity", 90*24*time.Hour, "lifetime of the serving certificate (renewed with a third left)")
+	flag.IntVar(&o.Port, "port", 9443, "webhook HTTPS port")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics address")
+	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address")
+	flag.StringVar(&o.Inject.Image, "probe-image", "", "probe image to inject")
+	flag.StringVar(&o.Inject.LogLevel, "probe-log-level", "", "probe log level: debug, info, warn, error")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(version.Version)
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
-	mux.HandleFunc("/healthz", ok)
-	mux.HandleFunc("/readyz", ok)
-	srv := &http.Server{Addr: *health, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mesh-webhook: no cluster configuration:", err)
+		os.Exit(1)
+	}
+	if err := server.Run(ctrl.SetupSignalHandler(), cfg, o); err != nil {
 		fmt.Fprintln(os.Stderr, "mesh-webhook:", err)
 		os.Exit(1)
 	}

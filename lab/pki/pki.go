@@ -31,18 +31,20 @@ type CA struct {
 	Key  crypto.Signer
 }
 
-// NewCA creates a self-signed ECDSA P-256 CA.
-func NewCA(commonName string) (*CA, error) {
+// NewCA creates a self-signed ECDSA P-256 CA valid for Validity.
+func NewCA(commonName string) (*CA, error) { return NewCAAt(commonName, time.Now(), Validity) }
+
+// NewCAAt creates a self-signed ECDSA P-256 CA valid for d from now.
+func NewCAAt(commonName string, now time.Time, d time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-time.Hour), // tolerate small clock differences
-		NotAfter:              now.Add(Validity),
+		NotBefore:             now.Add(-skew(d)), // tolerate small clock differences
+		NotAfter:              now.Add(d),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -74,8 +76,11 @@ type Leaf struct {
 	Key  crypto.Signer
 }
 
-// Issue signs a new leaf certificate for r.
-func (ca *CA) Issue(r Request) (*Leaf, error) {
+// Issue signs a new leaf certificate for r, valid for Validity.
+func (ca *CA) Issue(r Request) (*Leaf, error) { return ca.IssueAt(r, time.Now(), Validity) }
+
+// IssueAt signs a new leaf certificate for r, valid for d from now (never past the CA's end).
+func (ca *CA) IssueAt(r Request, now time.Time, d time.Duration) (*Leaf, error) {
 	if !r.Server && !r.Client {
 		return nil, errors.New("pki: a certificate must be for a server, a client or both")
 	}
@@ -90,14 +95,13 @@ func (ca *CA) Issue(r Request) (*Leaf, error) {
 	if r.Client {
 		usages = append(usages, x509.ExtKeyUsageClientAuth)
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: r.CommonName, Organization: r.Organization},
 		DNSNames:     r.DNSNames,
 		IPAddresses:  r.IPs,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(Validity),
+		NotBefore:    now.Add(-skew(d)),
+		NotAfter:     minTime(now.Add(d), ca.Cert.NotAfter),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  usages,
 	}
@@ -175,6 +179,39 @@ func LoadPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, fmt.Errorf("pki: %s: key cannot sign", name)
 	}
 	return cert, signer, nil
+}
+
+// skew backdates NotBefore a little, to tolerate clocks that differ between machines, without
+// making short-lived certificates (used to test rotation) mostly lie in the past.
+func skew(d time.Duration) time.Duration {
+	if d/10 < time.Hour {
+		return d / 10
+	}
+	return time.Hour
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// ParseKeyPEM reads a PKCS#8 private key written by KeyPEM.
+func ParseKeyPEM(b []byte) (crypto.Signer, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("pki: key is not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("pki: key cannot sign")
+	}
+	return s, nil
 }
 
 func serial() *big.Int {
