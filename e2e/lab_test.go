@@ -22,7 +22,7 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/lab/proc"
 )
 
-func newLab(t *testing.T) *lab.Lab {
+func newLab(t testing.TB) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the lab creates a network namespace, cgroups and mounts")
@@ -41,7 +41,7 @@ func newLab(t *testing.T) *lab.Lab {
 	return &lab.Lab{Layout: l, Out: testWriter{t}, SelfExe: self}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -49,7 +49,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // componentPIDs reads every PID the lab recorded (components) plus containerd's shims.
-func componentPIDs(t *testing.T, l *lab.Lab) map[string]*proc.Process {
+func componentPIDs(t testing.TB, l *lab.Lab) map[string]*proc.Process {
 	out := map[string]*proc.Process{}
 	for _, c := range []string{"etcd", "containerd", "kube-apiserver", "api-relay", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
 		p, err := proc.Load(l.PIDDir(), l.LogDir(), c)

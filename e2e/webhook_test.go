@@ -24,7 +24,7 @@ import (
 
 // installWebhook applies the embedded manifests (what `kubectl mesh probe install` applies) and
 // waits for both replicas. Short certificate lifetimes make rotation happen during the test.
-func installWebhook(t *testing.T, l *lab.Lab, cs kubernetes.Interface, extraArgs ...string) {
+func installWebhook(t testing.TB, l *lab.Lab, cs kubernetes.Interface, extraArgs ...string) {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := clientcmd.BuildConfigFromFlags("", l.Kubeconfig())
@@ -63,7 +63,7 @@ func installWebhook(t *testing.T, l *lab.Lab, cs kubernetes.Interface, extraArgs
 	})
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+func waitFor(t testing.TB, d time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -78,7 +78,7 @@ func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
 	}
 }
 
-func waitAvailable(t *testing.T, cs kubernetes.Interface, ns, name string, replicas int32, d time.Duration) {
+func waitAvailable(t testing.TB, cs kubernetes.Interface, ns, name string, replicas int32, d time.Duration) {
 	t.Helper()
 	waitFor(t, d, "deployment "+ns+"/"+name, func() error {
 		dep, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -97,7 +97,7 @@ func waitAvailable(t *testing.T, cs kubernetes.Interface, ns, name string, repli
 	})
 }
 
-func makeNamespace(t *testing.T, cs kubernetes.Interface, name string, labels map[string]string) {
+func makeNamespace(t testing.TB, cs kubernetes.Interface, name string, labels map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
@@ -285,7 +285,7 @@ func TestWebhookInjectsSkipsAndFailsOpen(t *testing.T) {
 }
 
 // failOpenCount reads the API server's count of admissions that failed open on our webhooks.
-func failOpenCount(t *testing.T, cs kubernetes.Interface) float64 {
+func failOpenCount(t testing.TB, cs kubernetes.Interface) float64 {
 	t.Helper()
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {

@@ -1,0 +1,133 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-mesh/kubectl-mesh/manifests"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
+)
+
+// BenchmarkWebhookAdmission measures what the webhook adds to pod creation through the lab's
+// real API server: pod creates at 50 per second (server-side dry run, which runs mutating
+// webhooks but stores nothing), alternating between a namespace the webhook serves and one it
+// does not, in the same run. It reports p50/p99 of both and the added p99, and the webhook's
+// resident memory afterwards.
+//
+//	go test -tags e2e -run '^$' -bench WebhookAdmission -benchtime 1x ./e2e/
+func BenchmarkWebhookAdmission(b *testing.B) {
+	l := newLab(b)
+	cs, err := l.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	installWebhook(b, l, cs)
+	ctx := context.Background()
+	with, without := "bench-with-webhook", "bench-without-webhook"
+	for _, ns := range []struct {
+		name   string
+		labels map[string]string
+	}{{with, map[string]string{inject.LabelProbe: inject.ValueEnabled}}, {without, nil}} {
+		makeNamespace(b, cs, ns.name, ns.labels)
+	}
+	// Warm up both paths (connections, caches).
+	createDryRun(ctx, cs, with, 20)
+	createDryRun(ctx, cs, without, 20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		const rate, seconds = 50, 10
+		var lw, lo []time.Duration
+		tick := time.NewTicker(time.Second / rate)
+		for n := 0; n < rate*seconds; n++ {
+			<-tick.C
+			ns := with
+			if n%2 == 1 {
+				ns = without
+			}
+			d, err := createOne(ctx, cs, ns, n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ns == with {
+				lw = append(lw, d)
+			} else {
+				lo = append(lo, d)
+			}
+		}
+		tick.Stop()
+		pw50, pw99 := pct(lw, 50), pct(lw, 99)
+		po50, po99 := pct(lo, 50), pct(lo, 99)
+		b.ReportMetric(float64(pw99-po99)/1e6, "added-p99-ms")
+		b.ReportMetric(float64(pw50-po50)/1e6, "added-p50-ms")
+		fmt.Printf("pod create at %d/s through the API server: with webhook p50 %s p99 %s; without p50 %s p99 %s; added p50 %s p99 %s\n",
+			rate, pw50, pw99, po50, po99, pw50-po50, pw99-po99)
+	}
+	b.StopTimer()
+	rss := webhookRSS(b, cs)
+	b.ReportMetric(rss/(1<<20), "webhook-rss-MiB")
+	fmt.Printf("webhook resident memory (max over replicas): %.1f MiB\n", rss/(1<<20))
+}
+
+func createDryRun(ctx context.Context, cs kubernetes.Interface, ns string, n int) {
+	for i := 0; i < n; i++ {
+		_, _ = createOne(ctx, cs, ns, i)
+	}
+}
+
+func createOne(ctx context.Context, cs kubernetes.Interface, ns string, i int) (time.Duration, error) {
+	p := barePod(ns, fmt.Sprintf("bench-%d", i))
+	start := time.Now()
+	_, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return time.Since(start), err
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	i := (len(s)*p + 99) / 100
+	if i < 1 {
+		i = 1
+	}
+	return s[i-1]
+}
+
+// webhookRSS reads process_resident_memory_bytes from each webhook replica's metrics endpoint
+// through the API server's pod proxy, and returns the largest.
+func webhookRSS(b *testing.B, cs kubernetes.Interface) float64 {
+	pods, err := cs.CoreV1().Pods(manifests.Namespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=mesh-webhook"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var max float64
+	for _, p := range pods.Items {
+		raw, err := cs.CoreV1().Pods(manifests.Namespace).ProxyGet("http", p.Name, "8080", "/metrics", nil).DoRaw(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "process_resident_memory_bytes ") {
+				var v float64
+				fmt.Sscanf(strings.TrimPrefix(line, "process_resident_memory_bytes "), "%g", &v)
+				if v > max {
+					max = v
+				}
+			}
+		}
+	}
+	if max == 0 {
+		b.Fatal("no process_resident_memory_bytes in the webhook's metrics")
+	}
+	return max
+}
