@@ -13,7 +13,7 @@ export MESH_LAB_REPO := $(CURDIR)
 export MESH_LAB_BIN_DIR := $(BIN)
 LAB := $(BIN)/mesh-lab
 
-.PHONY: all deps build generate images kube lab-up lab-down test unit e2e bench demo fmt vet clean
+.PHONY: all deps build generate images kube lab-up lab-down test unit e2e bench bench-loadgen bench-lab dist demo fmt vet clean
 
 all: build
 
@@ -54,11 +54,26 @@ e2e: deps build kube
 
 test: deps vet unit e2e
 
-bench: build
+# Go benchmarks of the packages, then the lab's and the load generator's side-by-side figures.
+# docs/benchmarks.md records the latest numbers and the exact commands.
+bench: build kube
 	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 ./... | tee bench.out
+	$(MAKE) bench-lab bench-loadgen
+
+bench-lab: build kube
+	bash scripts/bench-lab.sh 3
+	$(GO) test -count=1 -tags e2e -run '^$$' -bench WebhookAdmission -benchtime 1x ./e2e/
+
+bench-loadgen: build
+	bash scripts/bench-loadgen.sh
+
+# Release archives (linux/darwin/windows x amd64/arm64, with LICENSE) and dist/mesh.yaml for
+# krew-index. `make dist VERSION=v0.2.0` overrides krew.yaml's version.
+dist:
+	bash scripts/dist.sh
 
 demo: deps build
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) bench.out
+	rm -rf $(BIN) bench.out dist

@@ -115,6 +115,7 @@ func (l Layout) Images() []LabImage {
 		{Name: "mesh-probe", Binary: bin("mesh-probe"), Entrypoint: []string{"/bin/mesh-probe"}},
 		{Name: "mesh-webhook", Binary: bin("mesh-webhook"), Entrypoint: []string{"/bin/mesh-webhook"}, User: "65532"},
 		{Name: "kubectl-mesh", Binary: bin("kubectl-mesh"), Entrypoint: []string{"/bin/kubectl-mesh"}, User: "65532"},
+		{Name: "mesh-loadgen", Binary: bin("mesh-loadgen"), Entrypoint: []string{"/bin/mesh-loadgen"}, User: "65532"},
 	}
 }
 

@@ -10,7 +10,7 @@ packages=(
   iproute2 iptables conntrack  # network namespace, kube-proxy's rules and conntrack
   util-linux                   # nsenter
   clang llvm libbpf-dev bpftool # `make generate`: BPF C -> objects, vmlinux.h
-  ca-certificates git make
+  ca-certificates git make zip # zip: the Windows release archive (make dist)
 )
 
 if [[ $(id -u) -ne 0 ]]; then
