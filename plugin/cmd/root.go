@@ -22,6 +22,6 @@ func NewCmdMesh(streams genericiooptions.IOStreams) *cobra.Command {
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl mesh"},
 	}
 	flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(NewCmdVersion(flags, streams))
+	root.AddCommand(NewCmdVersion(flags, streams), NewCmdProbe(flags, streams))
 	return root
 }
