@@ -124,6 +124,60 @@ func (p *CPUProbe) Usage() (map[uint64]time.Duration, error) {
 	return out, nil
 }
 
+// DiscoverAncestry asks the kernel for the cgroup v2 ancestors of the
+// cgroup self, from the root (index 0, the level) down to self. A process in
+// a cgroup namespace (the default for containers on cgroup v2) sees its own
+// cgroup as the root of /sys/fs/cgroup and cannot name its pod's cgroup
+// from the filesystem; the sched_switch program reads it with
+// bpf_get_current_ancestor_cgroup_id when a task of self switches out.
+//
+// Call it before SetFilter: it puts the program in discovery mode, attaching
+// it if needed, and leaves it there (nothing is accounted) until SetFilter
+// replaces the configuration. Some thread of self must be scheduled before
+// timeout: the caller's own sleeps do that when self is its own cgroup.
+func (p *CPUProbe) DiscoverAncestry(self uint64, timeout time.Duration) ([]uint64, error) {
+	if self == 0 {
+		return nil, errors.New("discover cgroup ancestry: cgroup id 0")
+	}
+	for level := uint32(0); level < CPUMaxLevels; level++ {
+		if err := p.objs.Ancestry.Put(level, uint64(0)); err != nil {
+			return nil, fmt.Errorf("clear ancestry: %w", err)
+		}
+	}
+	if err := p.objs.CpuFilter.Put(uint32(0), CpuCpuConfig{DiscoverCgroupId: self}); err != nil {
+		return nil, fmt.Errorf("start cgroup discovery: %w", err)
+	}
+	if p.link == nil {
+		if err := p.Attach(); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		var ids []uint64
+		for level := uint32(0); level < CPUMaxLevels; level++ {
+			var id uint64
+			if err := p.objs.Ancestry.Lookup(level, &id); err != nil {
+				return nil, fmt.Errorf("read ancestry: %w", err)
+			}
+			if id == 0 {
+				break
+			}
+			ids = append(ids, id)
+			if id == self {
+				return ids, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("discover cgroup ancestry: no task of cgroup %d was scheduled within %v", self, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// CPUMaxLevels is the deepest cgroup level DiscoverAncestry reports.
+const CPUMaxLevels = 32
+
 // CPUStats are the sched_switch program's counters summed over CPUs.
 type CPUStats struct {
 	Switches     uint64 // sched_switch events seen

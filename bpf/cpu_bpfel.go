@@ -18,6 +18,7 @@ type CpuCpuConfig struct {
 	AncestorCgroupId uint64
 	AncestorLevel    uint32
 	Pad              uint32
+	DiscoverCgroupId uint64
 }
 
 type CpuCpuKey struct {
@@ -41,6 +42,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	CpuMapAncestry       = "ancestry"
 	CpuMapCpuFilter      = "cpu_filter"
 	CpuMapCpuNs          = "cpu_ns"
 	CpuMapCpuStats       = "cpu_stats"
@@ -98,6 +100,7 @@ type CpuProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CpuMapSpecs struct {
+	Ancestry     *ebpf.MapSpec `ebpf:"ancestry"`
 	CpuFilter    *ebpf.MapSpec `ebpf:"cpu_filter"`
 	CpuNs        *ebpf.MapSpec `ebpf:"cpu_ns"`
 	CpuStats     *ebpf.MapSpec `ebpf:"cpu_stats"`
@@ -131,6 +134,7 @@ func (o *CpuObjects) Close() error {
 //
 // It can be passed to LoadCpuObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CpuMaps struct {
+	Ancestry     *ebpf.Map `ebpf:"ancestry"`
 	CpuFilter    *ebpf.Map `ebpf:"cpu_filter"`
 	CpuNs        *ebpf.Map `ebpf:"cpu_ns"`
 	CpuStats     *ebpf.Map `ebpf:"cpu_stats"`
@@ -139,6 +143,7 @@ type CpuMaps struct {
 
 func (m *CpuMaps) Close() error {
 	return _CpuClose(
+		m.Ancestry,
 		m.CpuFilter,
 		m.CpuNs,
 		m.CpuStats,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -153,12 +154,67 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 
 // NewEventReader opens the events ring buffer. Each record is one
 // struct exchange_event; probe/exchange decodes it.
+//
+// Records do not wake a blocked reader until the ring is a quarter full:
+// read with a deadline (SetDeadline) and drain what arrived at each one.
+// That saves a context switch per exchange on the request path.
 func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
 	rd, err := ringbuf.NewReader(p.objs.Events)
 	if err != nil {
 		return nil, fmt.Errorf("open events ring buffer: %w", err)
 	}
 	return rd, nil
+}
+
+// FlushResult is what one idle scan did.
+type FlushResult struct {
+	Scanned int    // flows visited
+	Flushed int    // exchanges emitted (with exchange.FlagIdle)
+	Now     uint64 // CLOCK_MONOTONIC ns at the start of the scan
+}
+
+// FlushIdle emits every finished exchange (response seen) whose connection
+// has been quiet for at least idle since its last response byte. Without it
+// a keep-alive connection's last exchange would wait in the flow table
+// until the client's next request or the connection's end.
+//
+// The scan runs in the kernel (the flush_idle syscall program, through
+// BPF_PROG_TEST_RUN) rather than from a userspace walk of the flow map: the
+// TC programs and the scan claim each exchange with a compare-and-swap on
+// the flow, so an exchange is emitted once, by whichever comes first, and
+// never again when the next request ends it. Needs CAP_BPF.
+//
+// idle should exceed the longest pause inside a response (a streaming
+// response that pauses longer is emitted truncated; ExchangeStats.IdleLate
+// counts the segments that came after).
+func (p *ExchangeProbe) FlushIdle(idle time.Duration) (FlushResult, error) {
+	if idle < 0 {
+		idle = 0
+	}
+	in := ExchangeFlushArgs{IdleNs: uint64(idle)}
+	var out ExchangeFlushArgs
+	if _, err := p.objs.FlushIdle.Run(&ebpf.RunOptions{Context: in, ContextOut: &out}); err != nil {
+		return FlushResult{}, fmt.Errorf("run flush_idle: %w", err)
+	}
+	return FlushResult{Scanned: int(out.Scanned), Flushed: int(out.Flushed), Now: out.NowNs}, nil
+}
+
+// EdgeServerCgroups returns, per edge port, the cgroup v2 id of the socket
+// that most recently sent response bytes from it on eth0: the proxy's
+// container when a sidecar intercepts the port, the application's when
+// nothing does.
+func (p *ExchangeProbe) EdgeServerCgroups() (map[uint16]uint64, error) {
+	out := map[uint16]uint64{}
+	var port uint16
+	var id uint64
+	it := p.objs.EdgeCgroups.Iterate()
+	for it.Next(&port, &id) {
+		out[port] = id
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list edge server cgroups: %w", err)
+	}
+	return out, nil
 }
 
 // ExchangeStats are the exchange programs' counters summed over CPUs.
@@ -176,6 +232,9 @@ type ExchangeStats struct {
 	RingBufferFull    uint64 // exchange events lost to a full ring buffer
 	PortsLearnt       uint64
 	PayloadLoadFailed uint64
+	IdleFlushed       uint64 // exchanges emitted by FlushIdle
+	IdleLate          uint64 // response segments after FlushIdle emitted their exchange
+	IdleRace          uint64 // FlushIdle events dropped: the flow changed while copied
 }
 
 // Stats reads the exchange counters.
@@ -195,6 +254,9 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 		ExchangeExchangeStatSTAT_RINGBUF_FULL:       &s.RingBufferFull,
 		ExchangeExchangeStatSTAT_PORTS_LEARNT:       &s.PortsLearnt,
 		ExchangeExchangeStatSTAT_LOAD_FAILED:        &s.PayloadLoadFailed,
+		ExchangeExchangeStatSTAT_IDLE_FLUSHED:       &s.IdleFlushed,
+		ExchangeExchangeStatSTAT_IDLE_LATE:          &s.IdleLate,
+		ExchangeExchangeStatSTAT_IDLE_RACE:          &s.IdleRace,
 	}
 	for idx, dst := range fields {
 		v, err := sumPerCPU(p.objs.Stats, uint32(idx))

@@ -56,6 +56,7 @@ const (
 	ExchangeExchangeFlagEXCHANGE_F_PIPELINED      ExchangeExchangeFlag = 16
 	ExchangeExchangeFlagEXCHANGE_F_NO_REQUEST     ExchangeExchangeFlag = 32
 	ExchangeExchangeFlagEXCHANGE_F_CLIENT_FIN     ExchangeExchangeFlag = 64
+	ExchangeExchangeFlagEXCHANGE_F_IDLE           ExchangeExchangeFlag = 128
 )
 
 type ExchangeExchangeStat uint32
@@ -74,7 +75,10 @@ const (
 	ExchangeExchangeStatSTAT_RINGBUF_FULL       ExchangeExchangeStat = 10
 	ExchangeExchangeStatSTAT_PORTS_LEARNT       ExchangeExchangeStat = 11
 	ExchangeExchangeStatSTAT_LOAD_FAILED        ExchangeExchangeStat = 12
-	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 13
+	ExchangeExchangeStatSTAT_IDLE_FLUSHED       ExchangeExchangeStat = 13
+	ExchangeExchangeStatSTAT_IDLE_LATE          ExchangeExchangeStat = 14
+	ExchangeExchangeStatSTAT_IDLE_RACE          ExchangeExchangeStat = 15
+	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 16
 )
 
 type ExchangeFlow struct {
@@ -88,6 +92,8 @@ type ExchangeFlow struct {
 	NextReqSeq  uint32
 	NextRespSeq uint32
 	Flags       uint32
+	Xid         uint32
+	Claimed     uint32
 	Retransmits uint16
 	Requests    uint16
 	Responses   uint16
@@ -109,6 +115,14 @@ type ExchangeFlowKey struct {
 	Ifindex    uint32
 }
 
+type ExchangeFlushArgs struct {
+	_       structs.HostLayout
+	IdleNs  uint64
+	NowNs   uint64
+	Scanned uint32
+	Flushed uint32
+}
+
 type ExchangeLeg uint32
 
 const (
@@ -128,6 +142,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ExchangeMapEdgeCgroups      = "edge_cgroups"
 	ExchangeMapEvents           = "events"
 	ExchangeMapFlows            = "flows"
 	ExchangeMapPorts            = "ports"
@@ -136,6 +151,7 @@ const (
 	ExchangeProgAppIngress      = "app_ingress"
 	ExchangeProgEdgeEgress      = "edge_egress"
 	ExchangeProgEdgeIngress     = "edge_ingress"
+	ExchangeProgFlushIdle       = "flush_idle"
 	ExchangeVarUnusedBtfAnchors = "unused_btf_anchors"
 )
 
@@ -184,12 +200,14 @@ type ExchangeProgramSpecs struct {
 	AppIngress  *ebpf.ProgramSpec `ebpf:"app_ingress"`
 	EdgeEgress  *ebpf.ProgramSpec `ebpf:"edge_egress"`
 	EdgeIngress *ebpf.ProgramSpec `ebpf:"edge_ingress"`
+	FlushIdle   *ebpf.ProgramSpec `ebpf:"flush_idle"`
 }
 
 // ExchangeMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExchangeMapSpecs struct {
+	EdgeCgroups  *ebpf.MapSpec `ebpf:"edge_cgroups"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Ports        *ebpf.MapSpec `ebpf:"ports"`
@@ -224,6 +242,7 @@ func (o *ExchangeObjects) Close() error {
 //
 // It can be passed to LoadExchangeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExchangeMaps struct {
+	EdgeCgroups  *ebpf.Map `ebpf:"edge_cgroups"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Ports        *ebpf.Map `ebpf:"ports"`
@@ -233,6 +252,7 @@ type ExchangeMaps struct {
 
 func (m *ExchangeMaps) Close() error {
 	return _ExchangeClose(
+		m.EdgeCgroups,
 		m.Events,
 		m.Flows,
 		m.Ports,
@@ -255,6 +275,7 @@ type ExchangePrograms struct {
 	AppIngress  *ebpf.Program `ebpf:"app_ingress"`
 	EdgeEgress  *ebpf.Program `ebpf:"edge_egress"`
 	EdgeIngress *ebpf.Program `ebpf:"edge_ingress"`
+	FlushIdle   *ebpf.Program `ebpf:"flush_idle"`
 }
 
 func (p *ExchangePrograms) Close() error {
@@ -262,6 +283,7 @@ func (p *ExchangePrograms) Close() error {
 		p.AppIngress,
 		p.EdgeEgress,
 		p.EdgeIngress,
+		p.FlushIdle,
 	)
 }
 

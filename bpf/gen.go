@@ -16,10 +16,15 @@ package bpf
 // and is only used for CO-RE-relocated types, so it need not match the target
 // kernel exactly.
 //
+// The exchange object is built for the v3 instruction set (-mcpu=v3): the
+// claim that keeps the idle scan and the TC programs from emitting an
+// exchange twice is a compare-and-swap, which needs BPF atomics (kernel
+// 5.12+); every kernel with the syscall program type (5.14+) has them.
+//
 // The last directive records the hash of every input so that
 // TestGeneratedObjectsUpToDate fails when a source changed without a rebuild;
 // it must stay last.
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror" -type exchange_event -type flow_key -type flow -type exchange_stat -type port_role -type exchange_flag -type leg -type direction Exchange c/exchange.bpf.c -- -I./c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type exchange_event -type flow_key -type flow -type exchange_stat -type port_role -type exchange_flag -type leg -type direction -type flush_args Exchange c/exchange.bpf.c -- -I./c
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror" -type cpu_key -type cpu_config -type cpu_stat Cpu c/cpu.bpf.c -- -I./c
 //go:generate sh -c "sha256sum gen.go c/*.h c/*.c > sources.sha256"

@@ -52,12 +52,19 @@ enum exchange_flag {
 	EXCHANGE_F_NO_REQUEST = 1 << 5,
 	/* The client half-closed (FIN) before the response completed. */
 	EXCHANGE_F_CLIENT_FIN = 1 << 6,
+	/* Emitted by the idle scan (flush_idle): the connection stayed quiet
+	 * for the idle time after the response, so the exchange was written
+	 * out without waiting for the next request or the end of the
+	 * connection. */
+	EXCHANGE_F_IDLE = 1 << 7,
 };
 
 /*
  * One request/response exchange on one TCP connection, emitted to the ring
  * buffer when it ends: when a new request starts after response bytes were
- * seen (HTTP/1.1 keep-alive alternation), or on FIN/RST.
+ * seen (HTTP/1.1 keep-alive alternation), on FIN/RST, or when the idle scan
+ * finds it finished and quiet (EXCHANGE_F_IDLE). Each exchange is emitted at
+ * most once whichever of these comes first.
  *
  * Addresses are IPv6 or IPv4-mapped IPv6 (::ffff:a.b.c.d), network order.
  * "client" is the peer that sent the request, "server" owns the port of
@@ -115,7 +122,21 @@ enum exchange_stat {
 	STAT_RINGBUF_FULL,       /* exchange events lost: ring buffer full */
 	STAT_PORTS_LEARNT,       /* app ports learnt from proxy SYNs */
 	STAT_LOAD_FAILED,        /* bpf_skb_load_bytes failed */
+	STAT_IDLE_FLUSHED,       /* exchanges emitted by the idle scan */
+	STAT_IDLE_LATE,          /* response segments after the idle scan emitted the exchange */
+	STAT_IDLE_RACE,          /* idle-scan events discarded: the flow moved on while copied */
 	STAT_MAX,
+};
+
+/*
+ * Context of the flush_idle program (BPF_PROG_TYPE_SYSCALL), passed in and
+ * read back through BPF_PROG_TEST_RUN.
+ */
+struct flush_args {
+	__u64 idle_ns;  /* in: emit finished exchanges quiet for at least this long */
+	__u64 now_ns;   /* out: bpf_ktime_get_ns() at the start of the scan */
+	__u32 scanned;  /* out: flows visited */
+	__u32 flushed;  /* out: exchanges emitted */
 };
 
 /* Key of the cpu_ns map: one cgroup v2 id. */
@@ -131,6 +152,15 @@ struct cpu_config {
 	/* Level of ancestor_cgroup_id in the cgroup v2 tree (root is 0). */
 	__u32 ancestor_level;
 	__u32 _pad;
+	/* Non-zero: discovery mode. Nothing is accounted; when a task of this
+	 * cgroup switches out, the ids of its ancestors are written to the
+	 * ancestry map. A probe inside a cgroup namespace sees its own cgroup
+	 * as the root and cannot name its pod's cgroup from the filesystem;
+	 * the kernel can. */
+	__u64 discover_cgroup_id;
 };
+
+/* Depth of the ancestry map: cgroup levels recorded by discovery. */
+#define CPU_MAX_LEVELS 32
 
 #endif /* KMESH_COMMON_H */

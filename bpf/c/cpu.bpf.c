@@ -63,6 +63,15 @@ struct {
 	__type(value, struct cpu_config);
 } cpu_filter SEC(".maps");
 
+/* Discovery result: index = cgroup level, value = the id of the discovered
+ * cgroup's ancestor at that level (0 below its own level). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CPU_MAX_LEVELS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ancestry SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CPU_STAT_MAX);
@@ -76,6 +85,23 @@ static __always_inline void count(__u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+/* record_ancestry writes the current task's cgroup ancestors, from the root
+ * (level 0) down to the cgroup self, into the ancestry map. */
+static __always_inline void record_ancestry(__u64 self)
+{
+	/* Unrolled: a bounded loop whose counter is also a map key spills
+	 * the counter to the stack, where the verifier loses its bound. */
+#pragma clang loop unroll(full)
+	for (int level = 0; level < CPU_MAX_LEVELS; level++) {
+		__u32 key = level;
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		bpf_map_update_elem(&ancestry, &key, &id, BPF_ANY);
+		if (id == self || id == 0)
+			break;
+	}
 }
 
 /* Hook: raw tracepoint sched_switch(bool preempt, struct task_struct *prev,
@@ -117,6 +143,11 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 	cfg = bpf_map_lookup_elem(&cpu_filter, &zero);
 	if (!cfg)
 		return 0;
+	if (cfg->discover_cgroup_id != 0) {
+		if (bpf_get_current_cgroup_id() == cfg->discover_cgroup_id)
+			record_ancestry(cfg->discover_cgroup_id);
+		return 0;
+	}
 	if (cfg->ancestor_cgroup_id != 0 &&
 	    bpf_get_current_ancestor_cgroup_id(cfg->ancestor_level) != cfg->ancestor_cgroup_id) {
 		count(CPU_STAT_FILTERED);

@@ -19,8 +19,22 @@
  * and app exchanges; edge duration minus app duration is the time the proxy
  * added.
  *
+ * A keep-alive connection that goes quiet after a response would hold its
+ * last exchange back until the next request. flush_idle, a syscall program
+ * that userspace runs every ~100ms with BPF_PROG_TEST_RUN, walks the flow
+ * table and emits finished exchanges that have been quiet for a while. Each
+ * exchange has a number (flow.xid) and whoever emits it first claims that
+ * number with a compare-and-swap on flow.claimed, so an exchange is emitted
+ * exactly once whether the idle scan or the TC program gets there first.
+ * The atomics need the v3 instruction set (kernel 5.12+, clang -mcpu=v3).
+ *
+ * Edge egress also records which cgroup's socket answers on each edge port
+ * (bpf_skb_cgroup_id): with a sidecar, that is the proxy's container, which
+ * is how userspace tells the proxy's CPU from the application's.
+ *
  * Nothing here needs kprobes or fentry: only TC (sched_cls) programs, which
- * need CAP_BPF to load and CAP_NET_ADMIN to attach.
+ * need CAP_BPF to load and CAP_NET_ADMIN to attach, and the syscall program,
+ * which needs CAP_BPF.
  *
  * The programs never change a packet and always return TC_ACT_UNSPEC, which
  * both TCX and legacy cls_bpf read as "continue with the next program", so an
@@ -85,6 +99,8 @@ struct flow {
 	__u32 next_req_seq;  /* next expected client->server sequence number */
 	__u32 next_resp_seq; /* next expected server->client sequence number */
 	__u32 flags;         /* enum exchange_flag for the exchange in progress */
+	__u32 xid;           /* number of the exchange in progress, from 1 */
+	__u32 claimed;       /* xid of the last exchange emitted (claim_exchange) */
 	__u16 retransmits;
 	__u16 requests;
 	__u16 responses;
@@ -125,11 +141,23 @@ struct {
 	__type(value, __u8);
 } proxy_sources SEC(".maps");
 
-/* Finished exchanges, read by probe/pairing. */
+/* Finished exchanges, read by probe/pairing. Records do not wake the reader
+ * (see submit_flags): it polls with a deadline. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* Edge server port (host order) -> cgroup v2 id of the socket that sent the
+ * latest response payload from it on eth0 egress. With a sidecar this is the
+ * proxy's container: iptables REDIRECT hands the connection to the proxy,
+ * whose socket answers. Userspace reads it to name the proxy's cgroup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u64);
+} edge_cgroups SEC(".maps");
 
 /* Counters, enum stat. */
 struct {
@@ -148,6 +176,7 @@ const struct btf_anchors {
 	enum exchange_flag flag;
 	enum leg leg;
 	enum direction direction;
+	struct flush_args flush;
 } *unused_btf_anchors __attribute__((unused));
 
 /* Header layouts read with bpf_skb_load_bytes. Declared here, byte by byte,
@@ -394,6 +423,10 @@ static __always_inline int starts_response(struct __sk_buff *skb, __u32 off, __u
  * the connection (sequence numbers, leg, family). */
 static __always_inline void reset_exchange(struct flow *f)
 {
+	/* The next exchange's number first, so that an idle scan copying
+	 * the old one on another CPU sees the change (flush_one). */
+	f->xid += 1;
+	asm volatile("" ::: "memory");
 	f->req_start_ns = 0;
 	f->req_end_ns = 0;
 	f->resp_start_ns = 0;
@@ -410,19 +443,23 @@ static __always_inline void reset_exchange(struct flow *f)
 	__builtin_memset(f->head, 0, sizeof(f->head));
 }
 
-/* emit writes the exchange in progress to the ring buffer. A full ring
- * buffer is counted (STAT_RINGBUF_FULL), never ignored. */
-static __always_inline void emit(struct flow *f, const struct flow_key *key, __u32 extra_flags)
+/* claim_exchange takes the right to emit exchange xid of f. The TC
+ * programs and the idle scan may race for it on different CPUs: the
+ * compare-and-swap lets exactly one of them win. claimed only ever moves to
+ * the current xid, so a failed swap means someone else claimed it. */
+static __always_inline int claim_exchange(struct flow *f, __u32 xid)
 {
-	struct exchange_event *e;
+	__u32 seen = f->claimed;
 
-	if (f->state == FLOW_IDLE)
-		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(STAT_RINGBUF_FULL);
-		return;
-	}
+	if (seen == xid)
+		return 0;
+	return __sync_val_compare_and_swap(&f->claimed, seen, xid) == seen;
+}
+
+/* fill_event copies the exchange in progress into a reserved record. */
+static __always_inline void fill_event(struct exchange_event *e, const struct flow *f,
+				       const struct flow_key *key, __u32 extra_flags)
+{
 	e->req_start_ns = f->req_start_ns;
 	e->req_end_ns = f->req_end_ns;
 	e->resp_start_ns = f->resp_start_ns;
@@ -445,7 +482,40 @@ static __always_inline void emit(struct flow *f, const struct flow_key *key, __u
 	e->head_len = f->head_len;
 	e->_pad[0] = 0;
 	__builtin_memcpy(e->head, f->head, sizeof(e->head));
-	bpf_ringbuf_submit(e, 0);
+}
+
+/* submit_flags decides whether submitting a record wakes the reader. The
+ * reader drains the ring on its own timer (every scan interval), so a wakeup
+ * per record would only cost a context switch per exchange, taken in the
+ * softirq of a request's packet. It is woken early only when the ring is a
+ * quarter full, so a burst cannot overflow it between two timer reads. */
+static __always_inline __u64 submit_flags(void)
+{
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= size / 4)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* emit writes the exchange in progress to the ring buffer unless the idle
+ * scan already did. A full ring buffer is counted (STAT_RINGBUF_FULL),
+ * never ignored. */
+static __always_inline void emit(struct flow *f, const struct flow_key *key, __u32 extra_flags)
+{
+	struct exchange_event *e;
+
+	if (f->state == FLOW_IDLE)
+		return;
+	if (!claim_exchange(f, f->xid))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_RINGBUF_FULL);
+		return;
+	}
+	fill_event(e, f, key, extra_flags);
+	bpf_ringbuf_submit(e, submit_flags());
 	count(STAT_EVENTS);
 }
 
@@ -543,6 +613,11 @@ static __always_inline void on_response_payload(struct __sk_buff *skb, struct fl
 		if (!(f->flags & EXCHANGE_F_PREDATES_PROBE))
 			f->flags |= EXCHANGE_F_NO_REQUEST;
 	}
+	if (f->claimed == f->xid)
+		/* The idle scan already emitted this exchange: the response
+		 * paused longer than the idle time (streaming). These bytes
+		 * are not in the event. */
+		count(STAT_IDLE_LATE);
 	if (f->state != FLOW_RESPONSE) {
 		f->state = FLOW_RESPONSE;
 		f->resp_start_ns = now;
@@ -587,6 +662,7 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 			return;
 		init.leg = leg;
 		init.family = seg->family;
+		init.xid = 1;
 		if (!(tcp_flags & TCP_SYN)) {
 			/* First seen mid-stream: its first exchange may be
 			 * missing its start. */
@@ -667,6 +743,22 @@ static __always_inline void orient(struct flow_key *key, const struct segment *s
 	key->ifindex = ifindex;
 }
 
+/* note_server_cgroup records the cgroup of the socket answering on an edge
+ * port. The map is written only when the value changes (a proxy restart
+ * puts its new container behind the port), so steady traffic only reads. */
+static __always_inline void note_server_cgroup(struct __sk_buff *skb, __u16 port)
+{
+	__u64 cg = bpf_skb_cgroup_id(skb);
+	__u64 *known;
+
+	if (cg == 0)
+		return; /* no full socket behind the packet (e.g. a RST by the stack) */
+	known = bpf_map_lookup_elem(&edge_cgroups, &port);
+	if (known && *known == cg)
+		return;
+	bpf_map_update_elem(&edge_cgroups, &port, &cg, BPF_ANY);
+}
+
 /* edge_packet handles one packet of the pod's eth0. ingress: packets from
  * clients (server port = destination); egress: packets to clients (server
  * port = source). */
@@ -684,6 +776,8 @@ static __always_inline int edge_packet(struct __sk_buff *skb, int ingress)
 		count(STAT_NO_PORT);
 		return TC_ACT_UNSPEC;
 	}
+	if (!ingress && seg.payload_len > 0)
+		note_server_cgroup(skb, server_port);
 	orient(&key, &seg, ingress, skb->ifindex);
 	track(skb, &seg, &key, ingress, LEG_EDGE);
 	return TC_ACT_UNSPEC;
@@ -742,4 +836,63 @@ int app_ingress(struct __sk_buff *skb)
 	orient(&key, &seg, from_client, skb->ifindex);
 	track(skb, &seg, &key, from_client, LEG_APP);
 	return TC_ACT_UNSPEC;
+}
+
+struct flush_ctx {
+	__u64 now;
+	__u64 idle_ns;
+	__u32 scanned;
+	__u32 flushed;
+};
+
+/* flush_one is bpf_for_each_map_elem's callback over flows: it emits the
+ * exchange of a flow whose response was followed by idle_ns of silence. */
+static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f, struct flush_ctx *c)
+{
+	struct exchange_event *e;
+	__u32 xid = f->xid;
+
+	c->scanned += 1;
+	/* resp_end_ns may be later than now (a packet on another CPU since
+	 * the scan started): compare without unsigned wrap-around. */
+	if (f->state != FLOW_RESPONSE || f->resp_end_ns + c->idle_ns > c->now)
+		return 0;
+	if (!claim_exchange(f, xid))
+		return 0; /* already emitted, by an earlier scan or by TC */
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	fill_event(e, f, key, EXCHANGE_F_IDLE);
+	/* A request on another CPU may have reset the flow while it was
+	 * copied: the record could mix two exchanges. Drop it, counted; that
+	 * exchange was ours to emit, so it is lost rather than duplicated. */
+	if (f->xid != xid || e->resp_end_ns + c->idle_ns > c->now) {
+		bpf_ringbuf_discard(e, 0);
+		count(STAT_IDLE_RACE);
+		return 0;
+	}
+	bpf_ringbuf_submit(e, submit_flags());
+	count(STAT_EVENTS);
+	count(STAT_IDLE_FLUSHED);
+	c->flushed += 1;
+	return 0;
+}
+
+/* Not a hook: userspace runs it with BPF_PROG_TEST_RUN every scan interval
+ * (bpf.ExchangeProbe.FlushIdle). Needs CAP_BPF to load and run. */
+SEC("syscall")
+int flush_idle(struct flush_args *args)
+{
+	struct flush_ctx c = {
+		.now = bpf_ktime_get_ns(),
+		.idle_ns = args->idle_ns,
+	};
+
+	bpf_for_each_map_elem(&flows, flush_one, &c, 0);
+	args->now_ns = c.now;
+	args->scanned = c.scanned;
+	args->flushed = c.flushed;
+	return 0;
 }

@@ -1,5 +1,9 @@
-// Command mesh-probe is the probe container injected next to workloads. It serves its health
-// and metrics; the eBPF measurement is wired in by the probe package.
+// Command mesh-probe is the probe container injected next to workloads: it
+// measures, inside its pod, the latency the sidecar proxy adds to each
+// inbound request and the CPU of each container, and serves them on
+// /v1/snapshot and /metrics (with /healthz and /readyz). Configuration comes
+// from the environment the webhook sets (see probe/config); the work is done
+// by probe/agent and probe/server.
 package main
 
 import (
@@ -7,45 +11,62 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/version"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/agent"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/config"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/server"
 )
 
 func main() {
-	listen := flag.String("listen", ":9464", "address for /healthz, /readyz and /metrics")
-	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.Parse()
-	if *showVersion {
-		fmt.Println(version.Version)
-		return
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("mesh-probe", flag.ContinueOnError)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	// For running the probe from outside the pod (benchmarks, debugging on
+	// a node): the pod's network namespace, e.g. /proc/PID/ns/net.
+	netns := fs.String("netns", "", "network namespace to attach in (default: the probe's own, which in a pod is the pod's)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: mesh-probe [flags]")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), config.Usage())
 	}
+	cfg, err := config.Load(fs, os.Args[1:], os.Getenv)
+	if fs.Parsed() && *showVersion {
+		fmt.Println(version.Version)
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mesh-probe:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+
+	// SIGTERM (the kubelet stopping the pod) detaches everything.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
-	mux.HandleFunc("/healthz", ok)
-	mux.HandleFunc("/readyz", ok)
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintln(os.Stderr, "mesh-probe:", err)
-		os.Exit(1)
+	a, err := agent.Start(agent.Options{Config: cfg, NetNS: *netns, Logger: log})
+	if err != nil {
+		log.Error("cannot start the probe", "err", err)
+		return 1
 	}
+	serr := server.Serve(ctx, cfg.Listen, server.Handler(a, a.Metrics().Registry), nil)
+	cerr := a.Close()
+	if err := errors.Join(serr, cerr); err != nil {
+		log.Error("mesh-probe", "err", err)
+		return 1
+	}
+	return 0
 }

@@ -112,8 +112,12 @@ const (
 	FlagNoRequest Flags = 1 << 5
 	// FlagClientFIN: the client half-closed before the response ended.
 	FlagClientFIN Flags = 1 << 6
+	// FlagIdle: emitted by the idle scan (bpf.ExchangeProbe.FlushIdle)
+	// after the connection stayed quiet following the response, not by
+	// the next request or the connection's end.
+	FlagIdle Flags = 1 << 7
 
-	knownFlags = FlagFIN | FlagRST | FlagRetransmit | FlagPredatesProbe | FlagPipelined | FlagNoRequest | FlagClientFIN
+	knownFlags = FlagFIN | FlagRST | FlagRetransmit | FlagPredatesProbe | FlagPipelined | FlagNoRequest | FlagClientFIN | FlagIdle
 )
 
 var flagNames = []struct {
@@ -122,7 +126,7 @@ var flagNames = []struct {
 }{
 	{FlagFIN, "fin"}, {FlagRST, "rst"}, {FlagRetransmit, "retransmit"},
 	{FlagPredatesProbe, "predates-probe"}, {FlagPipelined, "pipelined"},
-	{FlagNoRequest, "no-request"}, {FlagClientFIN, "client-fin"},
+	{FlagNoRequest, "no-request"}, {FlagClientFIN, "client-fin"}, {FlagIdle, "idle"},
 }
 
 func (f Flags) String() string {

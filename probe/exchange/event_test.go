@@ -53,7 +53,8 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	}
 	if Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_CLIENT_FIN) != FlagClientFIN ||
 		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_PREDATES_PROBE) != FlagPredatesProbe ||
-		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_PIPELINED) != FlagPipelined {
+		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_PIPELINED) != FlagPipelined ||
+		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_IDLE) != FlagIdle {
 		t.Error("flag values differ from enum exchange_flag")
 	}
 	if Leg(bpf.ExchangeLegLEG_EDGE) != LegEdge || Leg(bpf.ExchangeLegLEG_APP) != LegApp {
@@ -115,7 +116,7 @@ func TestDecodeRejects(t *testing.T) {
 		"family":          {func(b []byte) []byte { b[offFamily] = 5; return b }, ErrInvalid},
 		"v4 not mapped":   {func(b []byte) []byte { b[offClientAddr+10] = 0; return b }, ErrInvalid},
 		"head length":     {func(b []byte) []byte { b[offHeadLen] = HeadLen + 1; return b }, ErrInvalid},
-		"unknown flag":    {func(b []byte) []byte { b[offFlags+3] = 0x80; return b }, ErrInvalid},
+		"unknown flag":    {func(b []byte) []byte { b[offFlags+1] = 0x01; return b }, ErrInvalid},
 		"request reverse": {func(b []byte) []byte { b[offReqEnd], b[offReqEnd+1] = 0, 0; return b }, ErrInvalid},
 	}
 	for name, c := range cases {

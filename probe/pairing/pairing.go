@@ -257,10 +257,15 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		return i
 	}
 	// Candidates: edges sorted by request start, so each app only scans
-	// edges that started before it.
+	// edges that started before it, and not before its start minus the
+	// longest edge duration: an edge that started earlier has ended
+	// before the app exchange started. Without that bound every resolve
+	// would compare every pending app with every pending edge.
 	order := make([]int, ne)
+	var longest uint64
 	for i := range order {
 		order[i] = i
+		longest = max(longest, p.edges[i].ev.ResponseEnd-p.edges[i].ev.RequestStart)
 	}
 	sort.Slice(order, func(a, b int) bool {
 		return p.edges[order[a]].ev.RequestStart < p.edges[order[b]].ev.RequestStart
@@ -270,7 +275,14 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		last := sort.Search(ne, func(k int) bool {
 			return p.edges[order[k]].ev.RequestStart > a.ev.RequestStart
 		})
-		for k := 0; k < last; k++ {
+		first := 0
+		if a.ev.RequestStart > longest {
+			earliest := a.ev.RequestStart - longest
+			first = sort.Search(last, func(k int) bool {
+				return p.edges[order[k]].ev.RequestStart >= earliest
+			})
+		}
+		for k := first; k < last; k++ {
 			ei := order[k]
 			e := p.edges[ei]
 			if contains(&e.ev, &a.ev) && p.portMatches(&e.ev, &a.ev) {
@@ -282,34 +294,46 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 	}
 
-	// Group, and find each group's latest end.
-	groups := map[int]*group{}
-	get := func(root int) *group {
-		g := groups[root]
-		if g == nil {
-			g = &group{}
-			groups[root] = g
-		}
-		return g
-	}
+	// Each group's latest end, by root. Only groups past the cutoff are
+	// decided, so only their members are gathered: at a high request rate
+	// most pending exchanges wait, and building every group on every
+	// resolve would cost more than the pairing itself.
+	end := make([]uint64, ne+na)
 	for ei, e := range p.edges {
-		g := get(find(ei))
-		g.edges = append(g.edges, ei)
-		g.end = max(g.end, e.ev.ResponseEnd)
+		r := find(ei)
+		end[r] = max(end[r], e.ev.ResponseEnd)
 	}
 	for ai, a := range p.apps {
-		g := get(find(ne + ai))
-		g.apps = append(g.apps, ai)
-		g.end = max(g.end, a.ev.ResponseEnd)
+		r := find(ne + ai)
+		end[r] = max(end[r], a.ev.ResponseEnd)
+	}
+	slot := make([]int32, ne+na) // root -> 1 + index in groups
+	var groups []group
+	get := func(root int) *group {
+		if slot[root] == 0 {
+			groups = append(groups, group{end: end[root]})
+			slot[root] = int32(len(groups))
+		}
+		return &groups[slot[root]-1]
+	}
+	for ei := range p.edges {
+		if r := find(ei); end[r] <= cutoff {
+			g := get(r)
+			g.edges = append(g.edges, ei)
+		}
+	}
+	for ai := range p.apps {
+		if r := find(ne + ai); end[r] <= cutoff {
+			g := get(r)
+			g.apps = append(g.apps, ai)
+		}
 	}
 
 	var results []Result
 	doneEdge := make([]bool, ne)
 	doneApp := make([]bool, na)
-	for _, g := range groups {
-		if g.end > cutoff {
-			continue // a partner may still arrive
-		}
+	for i := range groups {
+		g := &groups[i]
 		results = append(results, p.solve(g, links)...)
 		for _, ei := range g.edges {
 			doneEdge[ei] = true
@@ -384,6 +408,26 @@ func (p *Pairer) solve(g *group, links [][]int) []Result {
 		if m == ByRequestID {
 			p.counts.PairedByRequestID++
 		}
+	}
+
+	// Most groups are one request: one edge and one app exchange, each
+	// the other's only candidate. That pair is the only maximum matching,
+	// so it is forced; the general machinery below would decide the same
+	// after building its graphs, which at thousands of requests per
+	// second costs more than everything else the probe does.
+	if len(edges) == 1 && len(apps) == 1 && len(edges[0].cands) == 1 {
+		m := ByContainment
+		if edges[0].id != "" && edges[0].id == apps[0].id {
+			m = ByRequestID
+		}
+		pair(0, 0, m)
+		return results
+	}
+	if len(apps) == 0 || len(edges) == 0 {
+		// Nothing to pair with (and a proxy was seen, see above).
+		p.counts.UnmatchedEdge += uint64(len(edges))
+		p.counts.UnmatchedApp += uint64(len(apps))
+		return results
 	}
 
 	// 1. x-request-id, when it names exactly one candidate on each side.

@@ -1,98 +1,85 @@
 package inject
 
 import (
-	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	probeconfig "github.com/kubectl-mesh/kubectl-mesh/probe/config"
 )
 
-// Environment variables the probe reads its configuration from. Env rather than args because the
-// probe's flags can then change without the injector knowing them, and because reinvocation can
-// rewrite one variable by name without touching anything else in the container.
+// Environment variables the probe reads its configuration from: exactly the contract of
+// probe/config, which validates them when the probe starts (see validateProbeEnv). Env rather
+// than args because reinvocation can then rewrite one variable by name without touching
+// anything else in the container. The probe's per-mesh defaults cover what is not passed (proxy
+// UID, Istio's 127.0.0.6 inbound source, the proxy's own listener ports).
 const (
 	EnvMesh                 = "MESH_PROBE_MESH"                   // none | istio | linkerd
-	EnvMeshState            = "MESH_PROBE_MESH_STATE"             // absent | expected | present
 	EnvProxyContainer       = "MESH_PROBE_PROXY_CONTAINER"        // the proxy to attach to, by name
 	EnvProxyInboundPort     = "MESH_PROBE_PROXY_INBOUND_PORT"     // where inbound traffic is redirected
 	EnvProxyOutboundPort    = "MESH_PROBE_PROXY_OUTBOUND_PORT"    // where outbound traffic is redirected
-	EnvProxyAdminPort       = "MESH_PROBE_PROXY_ADMIN_PORT"       // the proxy's admin/stats listener
-	EnvProxyUID             = "MESH_PROBE_PROXY_UID"              // tells proxy-originated sockets from the app's
-	EnvInboundSource        = "MESH_PROBE_INBOUND_SOURCE"         // source address of proxy->app inbound hops
-	EnvPodPorts             = "MESH_PROBE_POD_PORTS"              // the app's declared ports, "8080/TCP,..."
-	EnvIncludeInboundPorts  = "MESH_PROBE_INCLUDE_INBOUND_PORTS"  // "*" or the captured inbound ports
-	EnvExcludeInboundPorts  = "MESH_PROBE_EXCLUDE_INBOUND_PORTS"  // inbound ports that bypass the proxy
-	EnvExcludeOutboundPorts = "MESH_PROBE_EXCLUDE_OUTBOUND_PORTS" // outbound ports that bypass the proxy
-	EnvListenPort           = "MESH_PROBE_LISTEN_PORT"            // must match the declared port below
-	EnvLogLevel             = "MESH_PROBE_LOG_LEVEL"
-	EnvPodName              = "MESH_PROBE_POD_NAME" // downward API: labels the probe's metrics
-	EnvPodNamespace         = "MESH_PROBE_POD_NAMESPACE"
-	EnvNodeName             = "MESH_PROBE_NODE_NAME"
+	EnvAppPorts             = "MESH_PROBE_APP_PORTS"              // the pod's declared TCP ports: what is measured
+	EnvExcludedInboundPorts = "MESH_PROBE_EXCLUDED_INBOUND_PORTS" // declared ports the proxy does not intercept
+	EnvLogLevel             = "MESH_PROBE_LOG_LEVEL"              // debug | info | warn | error
+	EnvListen               = "MESH_PROBE_LISTEN"                 // must match the declared port below
 )
 
 // probeEnv is the probe's whole configuration. Its order is fixed so the configuration hash and
-// the golden files are stable.
-func probeEnv(cfg Config, mesh MeshInfo, podPorts string) []corev1.EnvVar {
-	num := func(n int64) string {
-		if n <= 0 {
+// the golden files are stable. With no mesh the proxy variables are empty, which the probe reads
+// as "no proxy".
+func probeEnv(cfg Config, mesh MeshInfo, appPorts []int32) []corev1.EnvVar {
+	port := func(p int32) string {
+		if p <= 0 {
 			return ""
 		}
-		return strconv.FormatInt(n, 10)
+		return strconv.Itoa(int(p))
+	}
+	var excluded []int32
+	for _, p := range appPorts {
+		if mesh.bypassesInbound(p) {
+			excluded = append(excluded, p)
+		}
 	}
 	return []corev1.EnvVar{
 		{Name: EnvMesh, Value: string(mesh.Name)},
-		{Name: EnvMeshState, Value: string(mesh.State)},
 		{Name: EnvProxyContainer, Value: mesh.ProxyContainer},
-		{Name: EnvProxyInboundPort, Value: num(int64(mesh.InboundPort))},
-		{Name: EnvProxyOutboundPort, Value: num(int64(mesh.OutboundPort))},
-		{Name: EnvProxyAdminPort, Value: num(int64(mesh.AdminPort))},
-		{Name: EnvProxyUID, Value: num(mesh.ProxyUID)},
-		{Name: EnvInboundSource, Value: mesh.InboundSource},
-		{Name: EnvPodPorts, Value: podPorts},
-		{Name: EnvIncludeInboundPorts, Value: mesh.IncludeInboundPorts},
-		{Name: EnvExcludeInboundPorts, Value: mesh.ExcludeInboundPorts},
-		{Name: EnvExcludeOutboundPorts, Value: mesh.ExcludeOutboundPorts},
-		{Name: EnvListenPort, Value: strconv.Itoa(ProbePort)},
+		{Name: EnvProxyInboundPort, Value: port(mesh.InboundPort)},
+		{Name: EnvProxyOutboundPort, Value: port(mesh.OutboundPort)},
+		{Name: EnvAppPorts, Value: joinPorts(appPorts)},
+		// Only declared ports are listed: the probe uses the list to leave bypassing ports out
+		// of its measurement, and a mesh's exclusion ranges (Linkerd allows "1-65535") could
+		// otherwise exceed what it accepts.
+		{Name: EnvExcludedInboundPorts, Value: joinPorts(excluded)},
 		{Name: EnvLogLevel, Value: cfg.LogLevel},
-		fieldEnv(EnvPodName, "metadata.name"),
-		fieldEnv(EnvPodNamespace, "metadata.namespace"),
-		fieldEnv(EnvNodeName, "spec.nodeName"),
+		{Name: EnvListen, Value: ":" + strconv.Itoa(ProbePort)},
 	}
 }
 
-// fieldEnv sets apiVersion explicitly: the API server would default it, and an explicit value
-// keeps what we compare on reinvocation equal to what we wrote.
-func fieldEnv(name, path string) corev1.EnvVar {
-	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
-		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
-	}}
+func joinPorts(ports []int32) string {
+	parts := make([]string, len(ports))
+	for i, p := range ports {
+		parts[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(parts, ",")
 }
 
-// podPorts lists the ports the pod's own containers declare: regular containers and native
-// sidecars, not run-to-completion init containers (they are gone before traffic flows), and
-// neither a mesh proxy nor the probe, so the list is the same before and after either injector
-// ran.
-func podPorts(pod *corev1.Pod) string {
-	type key struct {
-		port  int32
-		proto corev1.Protocol
-	}
-	seen := map[key]bool{}
+// appPorts lists the TCP ports the pod's own containers declare, sorted and unique: regular
+// containers and native sidecars, not run-to-completion init containers (they are gone before
+// traffic flows), and neither a mesh proxy nor the probe, so the list is the same before and
+// after either injector ran. UDP and SCTP ports are left out: the probe measures TCP requests.
+func appPorts(pod *corev1.Pod) []int32 {
+	var ports []int32
 	collect := func(c *corev1.Container) {
 		switch c.Name {
 		case IstioProxyContainer, LinkerdProxyContainer, ProbeContainerName:
 			return
 		}
 		for _, p := range c.Ports {
-			proto := p.Protocol
-			if proto == "" {
-				proto = corev1.ProtocolTCP
-			}
-			if p.ContainerPort > 0 {
-				seen[key{p.ContainerPort, proto}] = true
+			if p.ContainerPort > 0 && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+				ports = append(ports, p.ContainerPort)
 			}
 		}
 	}
@@ -104,21 +91,20 @@ func podPorts(pod *corev1.Pod) string {
 	for i := range pod.Spec.Containers {
 		collect(&pod.Spec.Containers[i])
 	}
-	keys := make([]key, 0, len(seen))
-	for k := range seen {
-		keys = append(keys, k)
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// validateProbeEnv runs the probe's own configuration parser on env, so the webhook never
+// injects a probe that would refuse to start: a crash-looping probe never becomes ready, and
+// its readiness counts towards the pod's.
+func validateProbeEnv(env []corev1.EnvVar) error {
+	vals := make(map[string]string, len(env))
+	for _, e := range env {
+		vals[e.Name] = e.Value
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].port != keys[j].port {
-			return keys[i].port < keys[j].port
-		}
-		return keys[i].proto < keys[j].proto
-	})
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d/%s", k.port, k.proto)
-	}
-	return strings.Join(parts, ",")
+	_, err := probeconfig.Load(nil, nil, func(k string) string { return vals[k] })
+	return err
 }
 
 // probeContainer builds the probe. Fields the API server would default are set explicitly, so
@@ -133,7 +119,7 @@ func probeContainer(cfg Config, native bool, env []corev1.EnvVar) corev1.Contain
 		Image:           cfg.Image,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		// All configuration is in the environment (see probeEnv); no args, so the image's
-		// entrypoint stays the probe's own business.
+		// entrypoint and flags stay the probe's own business.
 		Env: env,
 		// One port serves /metrics (scraped by kubectl-mesh and Prometheus), /v1/snapshot (read
 		// by `kubectl mesh`), /readyz and /healthz. It is named so Services, PodMonitors and
@@ -145,10 +131,9 @@ func probeContainer(cfg Config, native bool, env []corev1.EnvVar) corev1.Contain
 		// next to the workload it measures, and a namespace LimitRange cannot reject it for
 		// missing values.
 		Resources: *cfg.Resources.DeepCopy(),
-		// Readiness counts towards the pod's readiness (for native sidecars as well), so the
-		// probe must report ready as soon as it serves HTTP, even if attaching eBPF programs
-		// failed (it reports that in /v1/snapshot instead): a broken observer must not take the
-		// workload out of its Service.
+		// Readiness counts towards the pod's readiness (for native sidecars as well): while
+		// /readyz fails, the workload is out of its Services. That is why the webhook only
+		// injects configurations the probe accepts (validateProbeEnv).
 		ReadinessProbe: httpProbe("/readyz"),
 		// Liveness restarts only the probe, never the workload, when its HTTP server hangs.
 		LivenessProbe: httpProbe("/healthz"),

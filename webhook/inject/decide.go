@@ -97,18 +97,12 @@ func Decide(in Input) Decision {
 		return decided(ReasonOwnNamespace, "namespace %s is kubectl-mesh's own namespace and is never injected", ns)
 	}
 
-	// Opt-in: the pod annotation overrides the namespace label in both directions.
-	var warnings []string
-	podOpt, podSet := pod.Annotations[AnnotationProbe]
-	if podSet && podOpt != ValueEnabled && podOpt != ValueDisabled {
-		warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored annotation %s=%q (want %s or %s)",
-			AnnotationProbe, truncate(podOpt, 32), ValueEnabled, ValueDisabled))
-		podSet = false
+	// Opt-in: the pod's choice overrides the namespace label in both directions.
+	podOpt, podSource, warnings := podChoice(pod)
+	if podOpt == ValueDisabled {
+		return decided(ReasonPodOptedOut, "pod %s=%s opts the pod out", podSource, ValueDisabled).addWarnings(warnings)
 	}
-	if podSet && podOpt == ValueDisabled {
-		return decided(ReasonPodOptedOut, "pod annotation %s=%s opts the pod out", AnnotationProbe, ValueDisabled).addWarnings(warnings)
-	}
-	explicit := podSet && podOpt == ValueEnabled
+	explicit := podOpt == ValueEnabled
 	if in.NamespaceErr != nil {
 		d := decided(ReasonNamespaceUnavailable, "namespace %s could not be read, so opt-in and Pod Security cannot be checked: %v", ns, in.NamespaceErr)
 		if explicit {
@@ -119,11 +113,11 @@ func Decide(in Input) Decision {
 	var source string
 	switch {
 	case explicit:
-		source = fmt.Sprintf("pod annotation %s=%s", AnnotationProbe, ValueEnabled)
+		source = fmt.Sprintf("pod %s=%s", podSource, ValueEnabled)
 	case in.NamespaceLabels[LabelProbe] == ValueEnabled:
 		source = fmt.Sprintf("namespace label %s=%s", LabelProbe, ValueEnabled)
 	default:
-		return decided(ReasonNamespaceNotEnabled, "namespace %s is not labelled %s=%s and the pod has no %s=%s annotation",
+		return decided(ReasonNamespaceNotEnabled, "namespace %s is not labelled %s=%s and the pod has no %s=%s annotation or label",
 			ns, LabelProbe, ValueEnabled, AnnotationProbe, ValueEnabled).addWarnings(warnings)
 	}
 
@@ -151,19 +145,29 @@ func Decide(in Input) Decision {
 
 	mesh, meshWarnings := DetectMesh(pod, in.NamespaceLabels, in.NamespaceAnnotations)
 	warnings = append(warnings, meshWarnings...)
-	env := probeEnv(cfg, mesh, podPorts(pod))
-	hash := configHash(env)
+	ports := appPorts(pod)
+	env := probeEnv(cfg, mesh, ports)
 
 	if probes := findProbes(pod); len(probes) > 0 {
-		d := decideExisting(pod, probes, mesh, env, hash)
+		d := decideExisting(pod, probes, mesh, env)
+		d.Mesh = &mesh
+		return d.addWarnings(warnings)
+	}
+	skip := func(d Decision) Decision {
 		d.Mesh = &mesh
 		return d.addWarnings(warnings)
 	}
 	if conflict := portConflict(pod); conflict != "" {
-		d := decided(ReasonPortConflict, "%s; the probe serves on port %d named %s", conflict, ProbePort, ProbePortName).
-			warn(fmt.Sprintf("port %d or port name %s is already used", ProbePort, ProbePortName))
-		d.Mesh = &mesh
-		return d.addWarnings(warnings)
+		return skip(decided(ReasonPortConflict, "%s; the probe serves on port %d named %s", conflict, ProbePort, ProbePortName).
+			warn(fmt.Sprintf("port %d or port name %s is already used", ProbePort, ProbePortName)))
+	}
+	if len(ports) == 0 {
+		return skip(decided(ReasonNoAppPorts, "no container declares a TCP port; the probe measures requests to declared ports and would have none").
+			warn("declare the app's containerPorts to measure it"))
+	}
+	if err := validateProbeEnv(env); err != nil {
+		return skip(decided(ReasonProbeConfigRejected, "the probe would reject the configuration this pod gives it: %v", err).
+			warn("the probe would reject this pod's configuration"))
 	}
 
 	native := in.NativeSidecars
@@ -180,7 +184,7 @@ func Decide(in Input) Decision {
 	}
 	st := Status{
 		Container: ProbeContainerName, Image: cfg.Image, Version: cfg.Version, Native: native,
-		Mesh: mesh.Name, MeshState: mesh.State, ConfigHash: hash,
+		Mesh: mesh.Name, MeshState: mesh.State, ConfigHash: configHash(env),
 	}
 	d := decided(ReasonInjected, "injected %s %s (%s); %s%s",
 		ProbeContainerName, where, source, describeMesh(mesh), psaNote)
@@ -191,7 +195,7 @@ func Decide(in Input) Decision {
 
 // decideExisting handles a pod that already has a container named mesh-probe: reinvocation, or a
 // manifest copied from an injected pod, or a container of the user's own.
-func decideExisting(pod *corev1.Pod, probes []probeLocation, mesh MeshInfo, env []corev1.EnvVar, hash string) Decision {
+func decideExisting(pod *corev1.Pod, probes []probeLocation, mesh MeshInfo, env []corev1.EnvVar) Decision {
 	if len(probes) > 1 {
 		return decided(ReasonProbePresent, "the pod has %d containers named %s; leaving them alone", len(probes), ProbeContainerName).warn(unmanagedWarning)
 	}
@@ -207,14 +211,29 @@ func decideExisting(pod *corev1.Pod, probes []probeLocation, mesh MeshInfo, env 
 
 	at := probes[0]
 	path := listPath(at.native) + "/" + strconv.Itoa(at.index)
+	next := st
+	next.Mesh, next.MeshState, next.ConfigHash = mesh.Name, mesh.State, configHash(env)
 	needsMove := at.native && mesh.NativeProxy && mesh.proxyIndex > at.index
-	if st.ConfigHash == hash && !needsMove {
+	if next == st && !needsMove {
 		return decided(ReasonAlreadyInjected, "%s is already injected and up to date; %s", ProbeContainerName, describeMesh(mesh))
 	}
 
+	if next.ConfigHash != st.ConfigHash {
+		if err := validateProbeEnv(env); err != nil {
+			// The pod is not created yet, so the probe can still be taken out; leaving it would
+			// leave a probe that never starts and a pod that never becomes ready.
+			d := decided(ReasonRemoved, "removed %s injected earlier: the pod as changed since gives it a configuration it rejects: %v", ProbeContainerName, err).
+				warn("the probe would reject this pod's configuration")
+			d.Patch = []PatchOperation{
+				{Op: "remove", Path: path},
+				{Op: "remove", Path: "/metadata/annotations/" + escapePointer(AnnotationStatus)},
+			}
+			return d
+		}
+	}
 	var ops []PatchOperation
 	var what []string
-	if st.ConfigHash != hash {
+	if next.ConfigHash != st.ConfigHash {
 		ops = envPatch(path, at.container.Env, env)
 		what = append(what, "reconfigured it")
 	}
@@ -225,14 +244,37 @@ func decideExisting(pod *corev1.Pod, probes []probeLocation, mesh MeshInfo, env 
 		ops = append(ops, PatchOperation{Op: "move", From: path, Path: listPath(true) + "/" + strconv.Itoa(mesh.proxyIndex)})
 		what = append(what, "moved it after "+mesh.ProxyContainer)
 	}
-	next := st
-	next.Mesh, next.MeshState, next.ConfigHash = mesh.Name, mesh.State, hash
 	if next != st {
 		ops = append(ops, setAnnotation(pod, AnnotationStatus, next.String()))
+		if len(what) == 0 {
+			what = append(what, "updated its status")
+		}
 	}
 	d := decided(ReasonUpdated, "%s was injected earlier; %s; %s", ProbeContainerName, strings.Join(what, " and "), describeMesh(mesh))
 	d.Patch = ops
 	return d
+}
+
+// podChoice is the pod's own opt-in or opt-out: the annotation kubectl-mesh.io/probe, else the
+// label of the same name (a label lets the webhook configuration's objectSelector act on it
+// before the API server even calls us). An invalid value is ignored with a warning.
+func podChoice(pod *corev1.Pod) (value, source string, warnings []string) {
+	for _, c := range []struct {
+		kind string
+		m    map[string]string
+		key  string
+	}{{"annotation", pod.Annotations, AnnotationProbe}, {"label", pod.Labels, LabelProbe}} {
+		v, ok := c.m[c.key]
+		if !ok {
+			continue
+		}
+		if v == ValueEnabled || v == ValueDisabled {
+			return v, c.kind + " " + c.key, warnings
+		}
+		warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored %s %s=%q (want %s or %s)",
+			c.kind, c.key, truncate(v, 32), ValueEnabled, ValueDisabled))
+	}
+	return "", "", warnings
 }
 
 // probeLocation is where a container named mesh-probe is.

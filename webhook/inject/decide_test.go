@@ -101,6 +101,38 @@ func TestDecidePrecedence(t *testing.T) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "side", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: ProbePortName, ContainerPort: 1}}}}
 			return Input{Pod: p, NamespaceLabels: enabledNS}
 		}, ReasonPortConflict, 1},
+		{"pod label opts in", func() Input {
+			p := basePod("a")
+			p.Labels = map[string]string{LabelProbe: ValueEnabled}
+			return Input{Pod: p}
+		}, ReasonInjected, 0},
+		{"pod label opts out", func() Input {
+			p := basePod("a")
+			p.Labels = map[string]string{LabelProbe: ValueDisabled}
+			return Input{Pod: p, NamespaceLabels: enabledNS}
+		}, ReasonPodOptedOut, 0},
+		{"annotation beats label", func() Input {
+			p := basePod("a")
+			p.Labels = map[string]string{LabelProbe: ValueEnabled}
+			p.Annotations = map[string]string{AnnotationProbe: ValueDisabled}
+			return Input{Pod: p, NamespaceLabels: enabledNS}
+		}, ReasonPodOptedOut, 0},
+		{"invalid annotation falls back to the label", func() Input {
+			p := basePod("a")
+			p.Labels = map[string]string{LabelProbe: ValueDisabled}
+			p.Annotations = map[string]string{AnnotationProbe: "off"}
+			return Input{Pod: p, NamespaceLabels: enabledNS}
+		}, ReasonPodOptedOut, 1},
+		{"no TCP port", func() Input {
+			p := basePod("a")
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 53, Protocol: corev1.ProtocolUDP}}
+			return Input{Pod: p, NamespaceLabels: enabledNS}
+		}, ReasonNoAppPorts, 1},
+		{"every port outside Istio's includeInboundPorts", func() Input {
+			p := basePod("a")
+			p.Annotations = map[string]string{annIstioStatus: "{}", annIstioIncludeInbound: "9000"}
+			return Input{Pod: p, NamespaceLabels: enabledNS}
+		}, ReasonProbeConfigRejected, 1},
 		{"unusable port annotation still injects, with a warning", func() Input {
 			p := basePod("a")
 			p.Annotations = map[string]string{annLinkerdInject: "enabled", annLinkerdSkipInbound: "1,x,2-1,70000,3"}
@@ -249,7 +281,7 @@ func TestParsePortList(t *testing.T) {
 	}
 }
 
-func TestPodPorts(t *testing.T) {
+func TestAppPorts(t *testing.T) {
 	always := corev1.ContainerRestartPolicyAlways
 	p := basePod("a")
 	p.Spec.Containers = append(p.Spec.Containers,
@@ -262,8 +294,8 @@ func TestPodPorts(t *testing.T) {
 		{Name: "side", RestartPolicy: &always, Ports: []corev1.ContainerPort{{ContainerPort: 2222}}},
 		{Name: ProbeContainerName, RestartPolicy: &always, Ports: []corev1.ContainerPort{{ContainerPort: ProbePort}}},
 	}
-	if got := podPorts(p); got != "53/TCP,53/UDP,2222/TCP,8080/TCP" {
-		t.Errorf("podPorts = %q", got)
+	if got := appPorts(p); !slices.Equal(got, []int32{53, 2222, 8080}) {
+		t.Errorf("appPorts = %v", got)
 	}
 }
 

@@ -13,11 +13,13 @@
 //     ([Config.OwnNamespace], default "kubectl-mesh-system"): the control plane and the probe's
 //     own tooling are never measured.
 //
-//  2. The pod annotation kubectl-mesh.io/probe: disabled opts a pod out.
+//  2. The pod annotation kubectl-mesh.io/probe: disabled opts a pod out. A pod label of the same
+//     name is honoured too (the annotation wins): labels are what the webhook configuration's
+//     objectSelector can see.
 //
-//  3. Otherwise the pod must be opted in: by the annotation kubectl-mesh.io/probe: enabled, or by
-//     its namespace's label kubectl-mesh.io/probe=enabled. The annotation overrides the label in
-//     both directions. A namespace that cannot be read means no injection: neither the opt-in
+//  3. Otherwise the pod must be opted in: by the annotation (or label) kubectl-mesh.io/probe:
+//     enabled, or by its namespace's label kubectl-mesh.io/probe=enabled. The pod's choice
+//     overrides the namespace label in both directions. A namespace that cannot be read means no injection: neither the opt-in
 //     nor Pod Security can be checked.
 //
 //  4. Never hostNetwork pods (the probe would attach to the node's network namespace) nor Windows
@@ -41,6 +43,11 @@
 //  7. A pod that already declares port 9464 or a port named mesh-probe would collide with the
 //     probe's metrics port, so it is skipped.
 //
+//  8. The probe measures requests to the pod's declared TCP container ports, so a pod without
+//     any is skipped, and the configuration the probe would get is run through the probe's own
+//     parser (probe/config): one it would reject is never injected, because a probe that cannot
+//     start is never ready and its readiness counts towards the pod's.
+//
 // # Mesh detection
 //
 // The probe is told which mesh it sits next to. Istio is recognised by a container istio-proxy
@@ -60,7 +67,8 @@
 // because Istio's or Linkerd's injector added its proxy after us — only the probe's own
 // environment variables are rewritten (and, for native sidecars, the probe is moved after a
 // native proxy), so changes other webhooks made to our container (such as Istio's probe
-// rewriting) are kept and webhooks do not fight.
+// rewriting) are kept and webhooks do not fight. Should the new configuration be one the probe
+// rejects, the probe is taken out again (reason removed) while the pod can still change.
 //
 // # Never failing a pod
 //

@@ -77,8 +77,11 @@ const (
 	envLinkerdAdminAddr     = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR"
 )
 
-// MeshInfo is what the probe is told about the mesh. Ports are the proxy's listeners; port lists
-// are canonical ("25,3306-3309"); IncludeInboundPorts is "*" for every port.
+// MeshInfo is what detection found. The probe gets the part it uses in its environment (mesh,
+// proxy container, redirect ports, which declared ports bypass the proxy; see probeEnv); the rest
+// (UID, inbound source, admin port, outbound exclusions) explains the Decision. Ports are the
+// proxy's listeners; port lists are canonical ("25,3306-3309"); IncludeInboundPorts is "*" for
+// every port.
 type MeshInfo struct {
 	Name  MeshName  `json:"name"`
 	State MeshState `json:"state"`
@@ -91,6 +94,10 @@ type MeshInfo struct {
 	NativeProxy bool `json:"nativeProxy,omitempty"`
 	// proxyIndex is the proxy's index in initContainers (native) or containers, -1 when absent.
 	proxyIndex int
+	// The parsed inbound port sets behind IncludeInboundPorts and ExcludeInboundPorts.
+	includeAll bool
+	includeIn  portSet
+	excludeIn  portSet
 
 	InboundPort          int32  `json:"inboundPort,omitempty"`
 	OutboundPort         int32  `json:"outboundPort,omitempty"`
@@ -100,6 +107,14 @@ type MeshInfo struct {
 	IncludeInboundPorts  string `json:"includeInboundPorts,omitempty"`
 	ExcludeInboundPorts  string `json:"excludeInboundPorts,omitempty"`
 	ExcludeOutboundPorts string `json:"excludeOutboundPorts,omitempty"`
+}
+
+// bypassesInbound reports whether inbound traffic to port p reaches the app without the proxy.
+func (m MeshInfo) bypassesInbound(p int32) bool {
+	if m.Name == MeshNone {
+		return false
+	}
+	return m.excludeIn.contains(p) || (!m.includeAll && !m.includeIn.contains(p))
 }
 
 // DetectMesh finds the pod's mesh from its spec, its annotations and its namespace's labels and
@@ -212,17 +227,19 @@ func istioPorts(info *MeshInfo, pod *corev1.Pod, proxy *corev1.Container) (warni
 
 	exIn, bad := parsePortList(pod.Annotations[annIstioExcludeInbound])
 	warnings = appendPortWarning(warnings, "annotation "+annIstioExcludeInbound, bad)
-	info.ExcludeInboundPorts = exIn.add(istioStatusPort, istioHealthPort, istioPrometheusPort).String()
+	info.excludeIn = exIn.add(istioStatusPort, istioHealthPort, istioPrometheusPort)
+	info.ExcludeInboundPorts = info.excludeIn.String()
 
 	exOut, bad := parsePortList(pod.Annotations[annIstioExcludeOutbound])
 	warnings = appendPortWarning(warnings, "annotation "+annIstioExcludeOutbound, bad)
 	info.ExcludeOutboundPorts = exOut.String()
 
 	// Istio captures every inbound port unless includeInboundPorts narrows it ("" = none).
-	info.IncludeInboundPorts = "*"
+	info.IncludeInboundPorts, info.includeAll = "*", true
 	if v, ok := pod.Annotations[annIstioIncludeInbound]; ok && strings.TrimSpace(v) != "*" {
 		in, bad := parsePortList(v)
 		warnings = appendPortWarning(warnings, "annotation "+annIstioIncludeInbound, bad)
+		info.includeIn, info.includeAll = in, false
 		info.IncludeInboundPorts = in.String()
 	}
 	return warnings
@@ -260,7 +277,7 @@ func linkerdPorts(info *MeshInfo, pod *corev1.Pod, nsAnnotations map[string]stri
 	info.OutboundPort = port([]string{envLinkerdOutboundAddr, envLinkerdOutboundAddrs}, annLinkerdOutboundPort, LinkerdOutboundPort)
 	info.AdminPort = port([]string{envLinkerdAdminAddr}, annLinkerdAdminPort, LinkerdAdminPort)
 	info.ProxyUID = proxyUID(proxy, LinkerdProxyUID)
-	info.IncludeInboundPorts = "*"
+	info.IncludeInboundPorts, info.includeAll = "*", true
 
 	var skipIn, skipOut portSet
 	if v, src, ok := ann(annLinkerdSkipInbound); ok {
@@ -273,7 +290,8 @@ func linkerdPorts(info *MeshInfo, pod *corev1.Pod, nsAnnotations map[string]stri
 		skipOut, bad = parsePortList(v)
 		warnings = appendPortWarning(warnings, src, bad)
 	}
-	info.ExcludeInboundPorts = skipIn.add(LinkerdControlPort, info.AdminPort).String()
+	info.excludeIn = skipIn.add(LinkerdControlPort, info.AdminPort)
+	info.ExcludeInboundPorts = info.excludeIn.String()
 	info.ExcludeOutboundPorts = skipOut.String()
 	return warnings
 }

@@ -71,9 +71,13 @@ func (s portSet) add(ports ...int32) portSet {
 	return out.normalize()
 }
 
-// union returns the union of two sets.
-func (s portSet) union(o portSet) portSet {
-	return append(append(portSet(nil), s...), o...).normalize()
+func (s portSet) contains(p int32) bool {
+	for _, r := range s {
+		if r.lo <= p && p <= r.hi {
+			return true
+		}
+	}
+	return false
 }
 
 func (s portSet) normalize() portSet {

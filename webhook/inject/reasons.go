@@ -10,6 +10,9 @@ const (
 	ActionInject Action = "inject"
 	// ActionUpdate rewrites the configuration of a probe we injected earlier (reinvocation).
 	ActionUpdate Action = "update"
+	// ActionRemove takes out a probe we injected earlier whose configuration became one the probe
+	// would refuse (reinvocation after another webhook changed the pod).
+	ActionRemove Action = "remove"
 	// ActionSkip leaves the pod as it is.
 	ActionSkip Action = "skip"
 )
@@ -32,6 +35,9 @@ const (
 	ReasonPodSecurity          Reason = "pod_security_enforced"
 	ReasonProbePresent         Reason = "probe_present_unmanaged"
 	ReasonPortConflict         Reason = "port_conflict"
+	ReasonNoAppPorts           Reason = "no_app_ports"
+	ReasonProbeConfigRejected  Reason = "probe_config_rejected"
+	ReasonRemoved              Reason = "removed"
 	ReasonNamespaceUnavailable Reason = "namespace_unavailable"
 	ReasonInvalidConfig        Reason = "invalid_config"
 	ReasonNotAPod              Reason = "not_a_pod"
@@ -60,8 +66,8 @@ func init() {
 		{ReasonInjected, ActionInject, "the probe was added to the pod"},
 		{ReasonUpdated, ActionUpdate, "the probe we injected earlier was reconfigured, usually because the mesh proxy appeared after us"},
 		{ReasonAlreadyInjected, ActionSkip, "the pod already carries an up-to-date probe; nothing to change"},
-		{ReasonNamespaceNotEnabled, ActionSkip, "neither the namespace label nor the pod annotation asks for the probe"},
-		{ReasonPodOptedOut, ActionSkip, "the pod annotation kubectl-mesh.io/probe is disabled"},
+		{ReasonNamespaceNotEnabled, ActionSkip, "neither the namespace label nor the pod's annotation or label asks for the probe"},
+		{ReasonPodOptedOut, ActionSkip, "the pod's kubectl-mesh.io/probe annotation or label is disabled"},
 		{ReasonSystemNamespace, ActionSkip, "kube-system, kube-public and kube-node-lease are never injected"},
 		{ReasonOwnNamespace, ActionSkip, "kubectl-mesh's own namespace is never injected"},
 		{ReasonHostNetwork, ActionSkip, "hostNetwork pods share the node's network namespace and are never injected"},
@@ -69,6 +75,9 @@ func init() {
 		{ReasonPodSecurity, ActionSkip, "the namespace enforces baseline or restricted Pod Security, which rejects the probe's capabilities"},
 		{ReasonProbePresent, ActionSkip, "the pod has a mesh-probe container we did not inject; it is left alone"},
 		{ReasonPortConflict, ActionSkip, "the pod already uses the probe's port 9464 or port name mesh-probe"},
+		{ReasonNoAppPorts, ActionSkip, "the pod declares no TCP container port, so the probe would have nothing to measure"},
+		{ReasonProbeConfigRejected, ActionSkip, "the probe's configuration parser rejects what this pod would give it"},
+		{ReasonRemoved, ActionRemove, "the probe injected earlier was taken out because the pod, as changed by later webhooks, gives it a configuration it rejects"},
 		{ReasonNamespaceUnavailable, ActionSkip, "the namespace could not be read, so opt-in and Pod Security cannot be checked"},
 		{ReasonInvalidConfig, ActionSkip, "the injector's configuration is invalid"},
 		{ReasonNotAPod, ActionSkip, "the admission request is not for a pod"},

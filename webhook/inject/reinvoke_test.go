@@ -58,8 +58,8 @@ func TestReinvocationIstioNative(t *testing.T) {
 	if probe.ReadinessProbe.HTTPGet.Path != "/app-health/mesh-probe/readyz" || env(probe, "ISTIO_META_FOO") != "bar" {
 		t.Error("the update undid Istio's changes to the probe container")
 	}
-	if env(probe, EnvMeshState) != string(MeshPresent) || env(probe, EnvProxyContainer) != IstioProxyContainer {
-		t.Errorf("probe not reconfigured: state %q proxy %q", env(probe, EnvMeshState), env(probe, EnvProxyContainer))
+	if env(probe, EnvMesh) != string(MeshIstio) || env(probe, EnvProxyContainer) != IstioProxyContainer {
+		t.Errorf("probe not configured for Istio: mesh %q proxy %q", env(probe, EnvMesh), env(probe, EnvProxyContainer))
 	}
 	st, err := ParseStatus(pod.Annotations[AnnotationStatus])
 	if err != nil || st.MeshState != MeshPresent {
@@ -101,10 +101,42 @@ func TestReinvocationLinkerdClassic(t *testing.T) {
 	pod, _ = applyPatch(t, doc, d.Patch)
 	checkProbe(t, pod, false)
 	probe := findProbes(pod)[0].container
-	if env(probe, EnvProxyInboundPort) != "4999" || env(probe, EnvMeshState) != string(MeshPresent) {
+	if env(probe, EnvProxyInboundPort) != "4999" {
 		t.Errorf("probe env not updated: %v", probe.Env)
 	}
+	if st, err := ParseStatus(pod.Annotations[AnnotationStatus]); err != nil || st.MeshState != MeshPresent {
+		t.Errorf("status %+v, %v", st, err)
+	}
 	if d = Decide(tc.input(pod)); d.Reason != ReasonAlreadyInjected || len(d.Patch) != 0 {
+		t.Fatalf("third pass: %s (%s)", d.Reason, d.Message)
+	}
+}
+
+// TestReinvocationRemovesRejectedProbe: a later webhook makes the pod's only port bypass the
+// proxy, a configuration the probe refuses; the probe injected on the first pass is taken out
+// rather than left to crash-loop, and further passes leave the pod alone.
+func TestReinvocationRemovesRejectedProbe(t *testing.T) {
+	tc := loadCase(t, "testdata/no-native-sidecars.yaml")
+	tc.Namespace.Annotations = map[string]string{annLinkerdInject: "enabled"}
+	d := Decide(tc.input(&tc.Pod))
+	if d.Reason != ReasonInjected {
+		t.Fatalf("first pass: %s (%s)", d.Reason, d.Message)
+	}
+	pod, _ := applyPatch(t, mustJSON(t, &tc.Pod), d.Patch)
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: LinkerdProxyContainer, Image: "cr.l5d.io/linkerd/proxy"})
+	pod.Annotations[annLinkerdSkipInbound] = "8080"
+	doc := mustJSON(t, pod)
+
+	d = Decide(tc.input(pod))
+	if d.Reason != ReasonRemoved || d.Action != ActionRemove || d.EventReason() != EventProbeSkipped || len(d.Warnings) == 0 {
+		t.Fatalf("second pass: %s %s (%s)", d.Reason, d.Action, d.Message)
+	}
+	checkDecisionShape(t, d)
+	pod, _ = applyPatch(t, doc, d.Patch)
+	if len(findProbes(pod)) != 0 || pod.Annotations[AnnotationStatus] != "" {
+		t.Fatalf("probe or status left behind: %v", containerNames(pod.Spec.Containers))
+	}
+	if d = Decide(tc.input(pod)); d.Reason != ReasonProbeConfigRejected || len(d.Patch) != 0 {
 		t.Fatalf("third pass: %s (%s)", d.Reason, d.Message)
 	}
 }

@@ -1,0 +1,208 @@
+package bpf
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
+)
+
+// The idle scan emits a finished exchange once; neither a second scan nor
+// the next request emits it again, and late response bytes are counted.
+func TestRunFlushIdle(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
+	c := newConn("192.0.2.10:40100", "192.0.2.20:8080")
+	h.edgeIn(c.syn())
+	h.edgeOut(c.synAck())
+	h.edgeIn(c.request(req1))
+
+	// Only a request so far: nothing to flush, whatever the idle time.
+	if r, err := h.p.FlushIdle(0); err != nil || r.Flushed != 0 || r.Scanned != 1 {
+		t.Fatalf("flush with a request in flight: %+v %v", r, err)
+	}
+	h.edgeOut(c.response(resp1))
+	tResp := monotonicNow(t)
+
+	// Not quiet for long enough.
+	if r, err := h.p.FlushIdle(time.Hour); err != nil || r.Flushed != 0 {
+		t.Fatalf("flush with a long idle time: %+v %v", r, err)
+	}
+	if evs := h.events(); len(evs) != 0 {
+		t.Fatalf("emitted before the idle time: %+v", evs)
+	}
+	r, err := h.p.FlushIdle(0)
+	if err != nil || r.Flushed != 1 || r.Now < tResp {
+		t.Fatalf("flush: %+v %v", r, err)
+	}
+	evs := h.events()
+	wantEvents(t, evs, 1)
+	if e := evs[0]; e.Flags != exchange.FlagIdle || !e.Complete() || string(e.Head) != req1 ||
+		e.ResponseBytes != uint64(len(resp1)) {
+		t.Errorf("flushed event %+v", e)
+	}
+	// Already emitted: a second scan leaves it alone.
+	if r, err := h.p.FlushIdle(0); err != nil || r.Flushed != 0 {
+		t.Fatalf("second flush: %+v %v", r, err)
+	}
+	// Late response bytes (a streaming response that paused) are counted.
+	h.edgeOut(c.response("more"))
+	// The next request ends the flushed exchange without emitting it again.
+	h.edgeIn(c.request(req2))
+	h.edgeOut(c.response(resp2))
+	h.edgeIn(c.fromClient(tcpFIN|tcpACK, nil))
+	evs = h.events()
+	wantEvents(t, evs, 1)
+	if e := evs[0]; e.Flags != exchange.FlagFIN || !strings.HasPrefix(string(e.Head), "GET /two") {
+		t.Errorf("second exchange %+v", e)
+	}
+	s := h.stats()
+	if s.IdleFlushed != 1 || s.IdleLate != 1 || s.IdleRace != 0 || s.Events != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// Several connections: the scan emits only the quiet, finished ones.
+func TestRunFlushIdleSelects(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
+	done := newConn("192.0.2.10:40101", "192.0.2.20:8080")
+	h.edgeIn(done.syn())
+	h.edgeOut(done.synAck())
+	h.edgeIn(done.request(req1))
+	h.edgeOut(done.response(resp1))
+	time.Sleep(20 * time.Millisecond)
+	fresh := newConn("192.0.2.10:40102", "192.0.2.20:8080")
+	h.edgeIn(fresh.syn())
+	h.edgeOut(fresh.synAck())
+	h.edgeIn(fresh.request(req1))
+	h.edgeOut(fresh.response(resp1))
+	waiting := newConn("192.0.2.10:40103", "192.0.2.20:8080")
+	h.edgeIn(waiting.syn())
+	h.edgeOut(waiting.synAck())
+	h.edgeIn(waiting.request(req1))
+
+	r, err := h.p.FlushIdle(10 * time.Millisecond)
+	if err != nil || r.Scanned != 3 || r.Flushed != 1 {
+		t.Fatalf("flush: %+v %v", r, err)
+	}
+	evs := h.events()
+	wantEvents(t, evs, 1)
+	if evs[0].Client != done.client {
+		t.Errorf("flushed %v, want the quiet connection %v", evs[0].Client, done.client)
+	}
+}
+
+// selfCgroup returns the cgroup v2 mount, this process's cgroup directory
+// and its id.
+func selfCgroup(t *testing.T) (root, dir string, id uint64) {
+	t.Helper()
+	root = cgroup2Mount(t)
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rel, ok := strings.CutPrefix(line, "0::"); ok {
+			dir = filepath.Join(root, rel)
+		}
+	}
+	if dir == "" {
+		t.Skip("no cgroup v2 line in /proc/self/cgroup")
+	}
+	id, err = CgroupID(dir)
+	if err != nil {
+		t.Skipf("own cgroup not visible: %v", err)
+	}
+	return root, dir, id
+}
+
+// Edge egress names the cgroup of the socket that answers on an edge port:
+// here the test process's own, which serves the port.
+func TestEdgeServerCgroup(t *testing.T) {
+	requireRoot(t)
+	_, _, self := selfCgroup(t)
+	p := newPod(t)
+	probe := p.attach(t, map[uint16]PortRole{directPort: PortEdge})
+	serveHTTP(t, p.pod.listen(t, net.JoinHostPort(podAddr, "8081")), func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "direct\n")
+	})
+	p.drive(t, "8081", 1, 3)
+	got, err := probe.EdgeServerCgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[directPort] != self || len(got) != 1 {
+		t.Errorf("edge server cgroups %v, want port %d -> %d (this process)", got, directPort, self)
+	}
+}
+
+// The kernel's view of a cgroup's ancestry matches the directories of the
+// cgroup v2 hierarchy: a child born three levels down is found there.
+func TestDiscoverAncestry(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Mount(t)
+	top := filepath.Join(root, fmt.Sprintf("kmesh-ancestry-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	leaf := filepath.Join(top, "pod", "container")
+	if err := os.MkdirAll(leaf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{leaf, filepath.Dir(leaf), top} {
+			_ = os.Remove(d)
+		}
+	})
+	self, err := CgroupID(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.Open(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+
+	p, err := LoadCPUProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// A child of this test binary that burns CPU inside the leaf cgroup:
+	// it gets scheduled, so discovery sees it. Waited for by PID.
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), burnEnv+"=300")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ids, derr := p.DiscoverAncestry(self, 5*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	want := []string{root, top, filepath.Dir(leaf), leaf}
+	if len(ids) != len(want) {
+		t.Fatalf("ancestry %v, want %d levels", ids, len(want))
+	}
+	for level, path := range want {
+		id, err := CgroupID(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids[level] != id {
+			t.Errorf("level %d: kernel says %d, %s has id %d", level, ids[level], path, id)
+		}
+	}
+	if usage, err := p.Usage(); err != nil || len(usage) != 0 {
+		t.Errorf("discovery accounted CPU: %v %v", usage, err)
+	}
+}

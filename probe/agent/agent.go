@@ -1,0 +1,520 @@
+// Package agent runs the probe inside a pod: it loads and attaches the eBPF
+// programs of package bpf, reads exchange events from the ring buffer,
+// pairs them (probe/pairing), keeps rolling windows (probe/recorder) and
+// Prometheus metrics (probe/metrics), accounts CPU per container, and
+// detaches everything on Close.
+//
+// One goroutine owns the ring buffer and the pairing engine. It wakes every
+// ScanInterval (records do not wake it, see bpf.ExchangeProbe.NewEventReader),
+// drains the ring, runs the kernel's idle scan so that quiet keep-alive
+// connections release their last exchange, and every ResolveInterval
+// decides the exchanges whose partners can no longer arrive.
+//
+// Memory is bounded: the kernel's flow table is an LRU, the ring buffer has
+// a fixed size, at most MaxPending exchanges wait for pairing (beyond, they
+// are decided early and counted as overload), the windows hold a fixed
+// number of fixed-size histograms, and the per-cgroup maps are bounded by
+// the pod's cgroups (at most 1024 in the kernel map).
+//
+// A restarting proxy needs nothing special: its old connections end (or
+// age out of the LRU) and its new ones are tracked from their SYN; its new
+// container's cgroup shows up in the CPU map and, when it answers on the
+// service port, in the edge server map.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/kubectl-mesh/kubectl-mesh/bpf"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/caps"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/cgroups"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/config"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/metrics"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/recorder"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
+)
+
+// Options configure an Agent. Zero values take the defaults.
+type Options struct {
+	Config config.Config
+
+	// NetNS is a network namespace to attach in (/run/netns/NAME or
+	// /proc/PID/ns/net). Empty: the probe's own, which in a pod is the
+	// pod's. Tests use it to measure a namespace they built.
+	NetNS string
+	// Interface is the pod's network interface. Default "eth0".
+	Interface string
+	// PodCgroup is the pod's cgroup directory under the cgroup v2 mount.
+	// Empty: the parent of the probe's own cgroup, found from the kernel
+	// (bpf.CPUProbe.DiscoverAncestry), which works inside a cgroup
+	// namespace too.
+	PodCgroup string
+
+	// ScanInterval: how often the ring buffer is drained and the idle scan
+	// runs. Default 100ms.
+	ScanInterval time.Duration
+	// IdleTime: a finished exchange whose connection stayed quiet this
+	// long after its last response byte is emitted without waiting for
+	// the next request. Longer than the pauses inside a streaming
+	// response. Default 200ms.
+	IdleTime time.Duration
+	// ResolveInterval: how often pairing decides. Default 250ms.
+	ResolveInterval time.Duration
+	// Horizon: how long after an exchange ends its partner may still
+	// arrive: IdleTime plus two ScanIntervals, with margin. Default 1s.
+	Horizon time.Duration
+	// CPUInterval: how often CPU per cgroup is sampled. Default 1s.
+	CPUInterval time.Duration
+	// MaxPending bounds the exchanges waiting for pairing. Default 65536.
+	MaxPending int
+	// MaxFlows and RingBufferBytes size the kernel maps (0: the object's
+	// defaults, 16384 connections and 1 MiB).
+	MaxFlows        uint32
+	RingBufferBytes uint32
+
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Interface == "" {
+		o.Interface = "eth0"
+	}
+	if o.ScanInterval <= 0 {
+		o.ScanInterval = 100 * time.Millisecond
+	}
+	if o.IdleTime <= 0 {
+		o.IdleTime = 200 * time.Millisecond
+	}
+	if o.ResolveInterval <= 0 {
+		o.ResolveInterval = 250 * time.Millisecond
+	}
+	if o.Horizon <= 0 {
+		o.Horizon = time.Second
+	}
+	if o.CPUInterval <= 0 {
+		o.CPUInterval = time.Second
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 65536
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Agent is a running probe.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+
+	exch   *bpf.ExchangeProbe
+	cpu    *bpf.CPUProbe // nil when CPU accounting is unavailable
+	rd     *ringbuf.Reader
+	pairer *pairing.Pairer // owned by run
+	rec    *recorder.Recorder
+	met    *metrics.Metrics
+
+	self       cgroups.Self
+	podDir     string // "" when the pod's cgroup is not visible
+	selfID     uint64
+	mechanisms []string
+
+	heartbeat atomic.Int64 // unix ns of the loop's latest pass
+	stopped   atomic.Bool
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	mu     sync.Mutex // guards the fields below, shared with snapshots and scrapes
+	counts pairing.Counts
+	losses api.Losses
+	stats  bpf.ExchangeStats
+	proxy  bool
+	cpuTot map[uint64]time.Duration
+	known  map[uint64]api.ContainerCPU // identities of cgroups
+	notes  []string
+}
+
+// Start checks capabilities and kernel features, loads and attaches the
+// programs and starts reading. Close undoes it.
+func Start(opts Options) (a *Agent, err error) {
+	opts.defaults()
+	if len(opts.Config.AppPorts) == 0 {
+		return nil, errors.New("agent: no application port configured")
+	}
+	if err := caps.Check(); err != nil {
+		return nil, err
+	}
+	if err := caps.CheckKernel(); err != nil {
+		return nil, err
+	}
+	a = &Agent{
+		opts:   opts,
+		log:    opts.Logger,
+		done:   make(chan struct{}),
+		pairer: pairing.New(pairing.Config{Horizon: opts.Horizon}),
+		rec:    recorder.New(time.Now()),
+		cpuTot: map[uint64]time.Duration{},
+		known:  map[uint64]api.ContainerCPU{},
+		notes:  []string{"outbound requests (from this pod through its proxy) are not measured yet"},
+	}
+	a.met = metrics.New(a.totals)
+	defer func() {
+		if err != nil {
+			_ = a.release()
+		}
+	}()
+
+	a.exch, err = bpf.LoadExchangeProbe(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range opts.Config.AppPorts {
+		// Sidecars forward to the port the client asked for, so one
+		// number is both the edge port (eth0) and the app port (lo).
+		if err := a.exch.SetPort(p, bpf.PortEdge|bpf.PortApp); err != nil {
+			return nil, err
+		}
+	}
+	for _, src := range opts.Config.ProxySources {
+		if err := a.exch.AddProxySource(src); err != nil {
+			return nil, err
+		}
+	}
+	if err := inNetns(opts.NetNS, a.attach); err != nil {
+		return nil, err
+	}
+	if a.rd, err = a.exch.NewEventReader(); err != nil {
+		return nil, err
+	}
+	if err := a.startCPU(); err != nil {
+		// Latency still works without CPU accounting: say why, go on.
+		a.log.Warn("CPU accounting unavailable", "err", err)
+		a.notes = append(a.notes, "CPU accounting unavailable: "+err.Error())
+	}
+	a.heartbeat.Store(time.Now().UnixNano())
+	go a.run()
+	a.log.Info("probe attached", "mesh", opts.Config.Mesh, "ports", opts.Config.AppPorts,
+		"interface", opts.Interface, "tc", a.mechanisms, "pod_cgroup", a.podDir)
+	return a, nil
+}
+
+// attach runs in the pod's network namespace.
+func (a *Agent) attach() error {
+	eth, err := net.InterfaceByName(a.opts.Interface)
+	if err != nil {
+		return fmt.Errorf("pod interface %s: %w", a.opts.Interface, err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return fmt.Errorf("loopback interface: %w", err)
+	}
+	if err := a.exch.AttachEdge(eth.Index, bpf.TCAuto); err != nil {
+		return err
+	}
+	if err := a.exch.AttachApp(lo.Index, bpf.TCAuto); err != nil {
+		return err
+	}
+	for _, at := range a.exch.Attachments() {
+		if !slices.Contains(a.mechanisms, at.Mechanism) {
+			a.mechanisms = append(a.mechanisms, at.Mechanism)
+		}
+	}
+	if slices.Contains(a.mechanisms, bpf.MechanismClsact) {
+		a.log.Info("TCX unavailable (kernel before 6.6): attached through a clsact qdisc")
+	}
+	return nil
+}
+
+// startCPU loads the sched_switch program, restricted to the pod's cgroup.
+func (a *Agent) startCPU() error {
+	self, err := cgroups.FindSelf()
+	if err != nil {
+		return err
+	}
+	a.self, a.selfID = self, self.ID
+	a.cpu, err = bpf.LoadCPUProbe()
+	if err != nil {
+		return err
+	}
+	var filter bpf.CPUFilter
+	if a.opts.PodCgroup != "" {
+		if filter, err = bpf.CPUFilterForPath(self.Mount, a.opts.PodCgroup); err != nil {
+			return err
+		}
+		a.podDir = a.opts.PodCgroup
+	} else {
+		// The kernel knows the real ancestry even when a cgroup
+		// namespace hides it from the filesystem.
+		ids, err := a.cpu.DiscoverAncestry(self.ID, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		level := len(ids) - 1
+		switch {
+		case level == 0:
+			// Not in a pod (a test or a node-level run): there is no
+			// pod cgroup to keep to.
+			a.log.Warn("the probe runs in the root cgroup: accounting CPU of every cgroup, not one pod's")
+			a.notes = append(a.notes, "the probe runs in the root cgroup: CPU is reported for every cgroup of the node")
+			filter = bpf.CPUFilter{AncestorID: ids[0], Level: 0}
+		case self.Namespaced():
+			filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
+			a.notes = append(a.notes, "the probe's cgroup namespace hides the pod's cgroup paths: containers are listed by cgroup id")
+		default:
+			filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
+			parent := filepath.Dir(self.Dir)
+			if id, err := cgroups.ID(parent); err == nil && id == filter.AncestorID {
+				a.podDir = parent
+			}
+		}
+	}
+	if err := a.cpu.SetFilter(filter); err != nil {
+		return err
+	}
+	if a.opts.PodCgroup != "" {
+		return a.cpu.Attach() // discovery attached it otherwise
+	}
+	return nil
+}
+
+// Close stops reading, detaches every program (in the pod's namespace)
+// and releases the maps. Safe to call more than once.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.stopped.Store(true)
+		if a.rd != nil {
+			_ = a.rd.Close() // interrupts the blocked read
+			<-a.done
+		}
+		a.closeErr = a.release()
+		a.log.Info("probe detached")
+	})
+	return a.closeErr
+}
+
+func (a *Agent) release() error {
+	var errs []error
+	if a.rd != nil {
+		errs = append(errs, a.rd.Close())
+	}
+	if a.exch != nil {
+		errs = append(errs, inNetns(a.opts.NetNS, a.exch.Close))
+		a.exch = nil
+	}
+	if a.cpu != nil {
+		errs = append(errs, a.cpu.Close())
+		a.cpu = nil
+	}
+	return errors.Join(errs...)
+}
+
+// run is the reading loop.
+func (a *Agent) run() {
+	defer close(a.done)
+	r := exchange.NewReader(a.rd)
+	now := time.Now()
+	nextScan := now.Add(a.opts.ScanInterval)
+	nextResolve := now.Add(a.opts.ResolveInterval)
+	nextCPU := now
+	var decodeErrors, overload uint64
+	n := 0
+	for {
+		r.SetDeadline(nextScan)
+		ev, err := r.Read()
+		switch {
+		case err == nil:
+			a.pairer.Add(ev)
+			n++
+			if e, ap := a.pairer.Pending(); e+ap > a.opts.MaxPending {
+				overload += uint64(e + ap)
+				a.record(a.pairer.Drain(), decodeErrors, overload)
+				a.log.Warn("too many exchanges pending: decided early", "pending", e+ap)
+			}
+			// Under a sustained burst the ring never runs dry and the
+			// deadline never fires: look at the clock now and then.
+			if n%1024 != 0 {
+				continue
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return
+		case errors.Is(err, exchange.ErrSize), errors.Is(err, exchange.ErrVersion), errors.Is(err, exchange.ErrInvalid):
+			decodeErrors++
+			continue
+		default:
+			if a.stopped.Load() {
+				return
+			}
+			a.log.Error("reading the ring buffer", "err", err)
+			time.Sleep(a.opts.ScanInterval)
+		}
+		now = time.Now()
+		a.heartbeat.Store(now.UnixNano())
+		if !now.Before(nextScan) {
+			if _, err := a.exch.FlushIdle(a.opts.IdleTime); err != nil {
+				a.log.Error("idle scan", "err", err)
+			}
+			nextScan = now.Add(a.opts.ScanInterval)
+		}
+		if !now.Before(nextResolve) {
+			a.record(a.pairer.Resolve(pairing.Now()), decodeErrors, overload)
+			nextResolve = now.Add(a.opts.ResolveInterval)
+		}
+		if !now.Before(nextCPU) {
+			a.sample()
+			nextCPU = now.Add(a.opts.CPUInterval)
+		}
+	}
+}
+
+// record hands decided results and the current totals to the windows and
+// the metrics.
+func (a *Agent) record(results []pairing.Result, decodeErrors, overload uint64) {
+	stats, err := a.exch.Stats()
+	if err != nil {
+		a.log.Error("read exchange stats", "err", err)
+	}
+	a.mu.Lock()
+	a.counts = a.pairer.Counts()
+	a.proxy = a.pairer.ProxyDetected()
+	if err == nil {
+		a.stats = stats
+	}
+	a.losses = api.Losses{
+		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
+		Overload: overload, IdleLate: a.stats.IdleLate,
+	}
+	t := recorder.Totals{Counts: a.counts, Losses: a.losses}
+	a.mu.Unlock()
+	a.met.Observe(results)
+	a.rec.Record(time.Now(), results, t)
+}
+
+// sample reads CPU per cgroup and refreshes which cgroup is which.
+func (a *Agent) sample() {
+	if a.cpu == nil {
+		return
+	}
+	usage, err := a.cpu.Usage()
+	if err != nil {
+		a.log.Error("read CPU usage", "err", err)
+		return
+	}
+	edge, err := a.exch.EdgeServerCgroups()
+	if err != nil {
+		a.log.Error("read edge server cgroups", "err", err)
+	}
+	a.mu.Lock()
+	unknown := false
+	for id := range usage {
+		if _, ok := a.known[id]; !ok {
+			unknown = true
+		}
+	}
+	proxy := a.proxy
+	a.mu.Unlock()
+
+	var listed map[uint64]cgroups.Cgroup
+	if unknown && a.podDir != "" {
+		if listed, err = cgroups.List(a.self.Mount, a.podDir); err != nil {
+			a.log.Debug("list pod cgroups", "err", err)
+		}
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cpuTot = usage
+	for id := range usage {
+		c := a.known[id]
+		if l, ok := listed[id]; ok {
+			c.Cgroup, c.ContainerID = l.Path, l.ContainerID
+		}
+		c.CgroupID = id
+		a.known[id] = c
+	}
+	// Roles are re-derived each time: a proxy restart moves its socket
+	// to a new cgroup, and the proxy may be detected only later.
+	serving := map[uint64]bool{}
+	for _, id := range edge {
+		serving[id] = true
+	}
+	for id, c := range a.known {
+		c.Role, c.Name = "", ""
+		switch {
+		case serving[id] && proxy:
+			c.Role, c.Name = "proxy", a.opts.Config.ProxyContainer
+		case serving[id]:
+			c.Role = "app"
+		case id == a.selfID:
+			c.Role = "probe"
+		}
+		if _, live := usage[id]; !live && !serving[id] {
+			delete(a.known, id) // bounded by the kernel map anyway
+			continue
+		}
+		a.known[id] = c
+	}
+	a.rec.Record(time.Now(), nil, recorder.Totals{Counts: a.counts, Losses: a.losses, CPU: usage})
+}
+
+// Snapshot returns the measurements of one window.
+func (a *Agent) Snapshot(spec window.Spec) (api.Snapshot, error) {
+	a.mu.Lock()
+	ctx := recorder.Context{
+		Mesh:          string(a.opts.Config.Mesh),
+		ProxyDetected: a.proxy,
+		Notes:         slices.Clone(a.notes),
+		Containers:    make(map[uint64]api.ContainerCPU, len(a.known)),
+	}
+	for id, c := range a.known {
+		ctx.Containers[id] = c
+	}
+	a.mu.Unlock()
+	return a.rec.Snapshot(time.Now(), spec, ctx)
+}
+
+// Ready reports whether the programs are attached and the ring buffer is
+// being read.
+func (a *Agent) Ready() error {
+	if a.stopped.Load() {
+		return errors.New("probe stopped")
+	}
+	last := time.Unix(0, a.heartbeat.Load())
+	if age := time.Since(last); age > 10*a.opts.ScanInterval+time.Second {
+		return fmt.Errorf("ring buffer not read for %v", age.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// Metrics returns the Prometheus metrics (own registry).
+func (a *Agent) Metrics() *metrics.Metrics { return a.met }
+
+// Mechanisms lists how the TC programs were attached (tcx, clsact).
+func (a *Agent) Mechanisms() []string { return slices.Clone(a.mechanisms) }
+
+// totals feeds the metrics collector at scrape time.
+func (a *Agent) totals() metrics.Totals {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t := metrics.Totals{Counts: a.counts, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy}
+	for id, d := range a.cpuTot {
+		c := a.known[id]
+		t.CPU = append(t.CPU, metrics.CPU{CgroupID: id, Name: c.Name, Role: c.Role, Seconds: d.Seconds()})
+	}
+	return t
+}

@@ -1,0 +1,459 @@
+package agent
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/cgroups"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/internal/fixture"
+)
+
+// Knobs of BenchmarkProbeOverhead (go test flags).
+var (
+	overheadReps     = flag.Int("overhead.reps", 5, "repetitions of each measurement (medians are reported)")
+	overheadDuration = flag.Duration("overhead.duration", 5*time.Second, "length of each fixed-rate run")
+	overheadQPS      = flag.Float64("overhead.qps", 2000, "fixed request rate")
+	overheadConns    = flag.Int("overhead.conns", 8, "fortio connections")
+	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
+	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
+)
+
+// BenchmarkProbeOverhead measures what the probe costs the workload it
+// watches: fortio at a fixed 2000 rps (uniform, no catch-up, keep-alive)
+// through the proxy fixture to the application, with and without the real
+// mesh-probe binary attached to the pod, alternating in one run; then the
+// maximum throughput both ways. It reports medians over repetitions, the
+// probe process's CPU and peak RSS, and the eBPF programs' own run time
+// (kernel BPF statistics). Run with -benchtime 1x; one iteration is the
+// whole experiment.
+//
+//	go test ./probe/agent -run '^$' -bench ProbeOverhead -benchtime 1x
+func BenchmarkProbeOverhead(b *testing.B) {
+	requireRoot(b)
+	bin := buildProbe(b)
+	pod, err := fixture.NewPod()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = pod.Close() })
+	app, err := fixture.StartApp(pod.Pod, "127.0.0.1:8080", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = app.Close() })
+	proxy, err := fixture.StartProxy(pod.Pod, net.JoinHostPort(fixture.PodAddr, "8080"), "127.0.0.1:8080", 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Close() })
+	url := "http://" + net.JoinHostPort(fixture.PodAddr, "8080") + "/"
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable BPF run-time statistics: %v", err)
+	}
+	defer stats.Close()
+
+	for b.Loop() {
+		var off, on []fixture.LoadResult
+		var maxOff, maxOn []float64
+		var costs []probeCost
+		for rep := 0; rep < *overheadReps; rep++ {
+			// Alternate the order so drift of the machine load does not
+			// favour one side.
+			for _, withProbe := range []bool{rep%2 == 0, rep%2 != 0} {
+				var p *probeProcess
+				if withProbe {
+					if p, err = startProbeProcess(pod, bin); err != nil {
+						b.Fatal(err)
+					}
+				}
+				before := p.sample()
+				if p != nil && *overheadFrozen {
+					_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+				}
+				res, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: *overheadQPS,
+					Duration: *overheadDuration, Connections: *overheadConns})
+				if p != nil && *overheadFrozen {
+					_ = p.cmd.Process.Signal(syscall.SIGCONT)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				after := p.sample()
+				var maxQPS float64
+				var atMax probeCost
+				sent := res.Requests + int64(*overheadConns) // fortio warms each connection up
+				if *overheadMaxRun > 0 {
+					before := p.sample()
+					mres, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: -1,
+						Duration: *overheadMaxRun, Connections: *overheadConns})
+					if err != nil {
+						b.Fatal(err)
+					}
+					atMax = p.sample().minus(before)
+					atMax.rps = mres.ActualQPS
+					maxQPS = mres.ActualQPS
+					sent += mres.Requests + int64(*overheadConns)
+				}
+				if _, err := proxy.Take(); err != nil {
+					b.Fatal(err)
+				}
+				if withProbe {
+					c := after.minus(before)
+					c.rps = res.ActualQPS
+					seen, err := p.requestsSeen()
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.seen, c.sent = seen, sent
+					if err := p.stop(); err != nil {
+						b.Fatal(err)
+					}
+					c.rss = p.peakRSS
+					c.atMax = &atMax
+					costs = append(costs, c)
+					on, maxOn = append(on, res), append(maxOn, maxQPS)
+				} else {
+					off, maxOff = append(off, res), append(maxOff, maxQPS)
+				}
+				b.Logf("rep %d probe=%v: %.0f rps p50 %v p99 %v; max %.0f rps", rep, withProbe, res.ActualQPS, res.P50, res.P99, maxQPS)
+			}
+		}
+		report(b, off, on, maxOff, maxOn, costs)
+	}
+}
+
+// buildProbe compiles cmd/mesh-probe as `make build` does (static,
+// trimmed, stripped).
+func buildProbe(b *testing.B) string {
+	b.Helper()
+	out := filepath.Join(b.TempDir(), "mesh-probe")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/mesh-probe")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build mesh-probe: %v\n%s", err, msg)
+	}
+	return out
+}
+
+// probeProcess is mesh-probe attached to the pod namespace, in a cgroup of
+// its own below a "pod" cgroup, as in a pod (so its CPU filter keeps only
+// that pod). It runs in the host's mount namespace: `ip netns exec` would
+// remount /sys and hide the cgroup hierarchy from it.
+type probeProcess struct {
+	cmd     *exec.Cmd
+	pod     *fixture.Pod
+	listen  string
+	cgroups []string // created, removed after the process exits
+	client  *http.Client
+	peakRSS int64 // KiB, after stop
+}
+
+func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error) {
+	p = &probeProcess{pod: pod, client: &http.Client{Timeout: 5 * time.Second}}
+	defer func() {
+		if err != nil {
+			p.removeCgroups()
+		}
+	}()
+	// A free port on the host's loopback for the probe's HTTP server.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p.listen = l.Addr().String()
+	l.Close()
+	self, err := cgroups.FindSelf()
+	if err != nil {
+		return nil, err
+	}
+	podDir := filepath.Join(self.Mount, fmt.Sprintf("kmesh-bench-pod-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	probeDir := filepath.Join(podDir, "probe")
+	if err := os.MkdirAll(probeDir, 0o755); err != nil {
+		return nil, err
+	}
+	p.cgroups = []string{probeDir, podDir}
+	cg, err := os.Open(probeDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+	p.cmd = exec.Command(bin, "--netns", pod.Pod.Path)
+	p.cmd.Env = append(os.Environ(), "MESH_PROBE_MESH=istio", "MESH_PROBE_APP_PORTS=8080",
+		"MESH_PROBE_LISTEN="+p.listen, "MESH_PROBE_LOG_LEVEL=warn")
+	p.cmd.Stderr = os.Stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := p.client.Get("http://" + p.listen + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = p.stop()
+			return nil, fmt.Errorf("mesh-probe not ready: %v", err)
+		}
+	}
+}
+
+func (p *probeProcess) removeCgroups() {
+	for _, d := range p.cgroups {
+		_ = os.Remove(d)
+	}
+}
+
+// requestsSeen reads the probe's running count of requests from /metrics,
+// once the last exchanges are through the idle scan.
+func (p *probeProcess) requestsSeen() (uint64, error) {
+	time.Sleep(time.Second)
+	res, err := p.client.Get("http://" + p.listen + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "mesh_probe_requests_total "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return uint64(f), err
+		}
+	}
+	return 0, fmt.Errorf("no mesh_probe_requests_total in /metrics")
+}
+
+// stop sends SIGTERM to the probe's PID, as the kubelet does, and waits:
+// it must detach and exit 0.
+func (p *probeProcess) stop() error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- p.cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			return fmt.Errorf("mesh-probe exit: %w", err)
+		}
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-waited
+		return fmt.Errorf("mesh-probe %d ignored SIGTERM", p.cmd.Process.Pid)
+	}
+	p.peakRSS = p.cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	p.removeCgroups()
+	return nil
+}
+
+// probeCost is the probe's consumption over one fixed-rate run.
+type probeCost struct {
+	cpu     time.Duration            // the probe process, user + system
+	bpf     map[string]time.Duration // eBPF run time per program
+	bpfRuns map[string]uint64
+	rps     float64
+	seen    uint64     // requests in the probe's 1m window after the runs
+	sent    int64      // requests fortio made in those runs (with warm-up)
+	atMax   *probeCost // over the maximum-throughput run
+	rss     int64
+}
+
+func (c probeCost) minus(o probeCost) probeCost {
+	out := probeCost{cpu: c.cpu - o.cpu, bpf: map[string]time.Duration{}, bpfRuns: map[string]uint64{}}
+	for k, v := range c.bpf {
+		out.bpf[k] = v - o.bpf[k]
+		out.bpfRuns[k] = c.bpfRuns[k] - o.bpfRuns[k]
+	}
+	return out
+}
+
+// sample reads the probe's CPU time (/proc/PID/stat) and the run time of
+// its eBPF programs (found through its open file descriptors). Nil-safe.
+func (p *probeProcess) sample() probeCost {
+	c := probeCost{bpf: map[string]time.Duration{}, bpfRuns: map[string]uint64{}}
+	if p == nil {
+		return c
+	}
+	pid := p.cmd.Process.Pid
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// Fields after the command name: utime is the 14th, stime the 15th.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		c.cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+	seen := map[uint32]bool{}
+	for _, fd := range fds {
+		id := progID(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd.Name()))
+		if id == 0 || seen[id] {
+			continue
+		}
+		seen[id] = true
+		prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+		if err != nil {
+			continue
+		}
+		info, ierr := prog.Info()
+		st, serr := prog.Stats()
+		prog.Close()
+		if ierr == nil && serr == nil {
+			c.bpf[info.Name] += st.Runtime
+			c.bpfRuns[info.Name] += st.RunCount
+		}
+	}
+	return c
+}
+
+func progID(fdinfo string) uint32 {
+	f, err := os.Open(fdinfo)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "prog_id:"); ok {
+			id, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			return uint32(id)
+		}
+	}
+	return 0
+}
+
+func medianDur(ds []time.Duration) time.Duration { return fixture.Median(ds) }
+
+func medianF(fs []float64) float64 {
+	s := slices.Clone(fs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64, costs []probeCost) {
+	pick := func(rs []fixture.LoadResult, f func(fixture.LoadResult) time.Duration) time.Duration {
+		var ds []time.Duration
+		for _, r := range rs {
+			ds = append(ds, f(r))
+		}
+		return medianDur(ds)
+	}
+	p50 := func(r fixture.LoadResult) time.Duration { return r.P50 }
+	p99 := func(r fixture.LoadResult) time.Duration { return r.P99 }
+	rps := func(rs []fixture.LoadResult) float64 {
+		var f []float64
+		for _, r := range rs {
+			f = append(f, r.ActualQPS)
+		}
+		return medianF(f)
+	}
+	// The TC programs run per packet of the measured traffic; the
+	// sched_switch program runs at every context switch of the node,
+	// whatever the pod does, so it is reported per second, not per request.
+	const schedProg = "on_sched_switch"
+	var cpuPct, cpuPer1k, tcPer1k, schedPct, rss []float64
+	bpfByProg := map[string][]float64{}
+	for _, c := range costs {
+		secs := overheadDuration.Seconds()
+		cpuPct = append(cpuPct, 100*c.cpu.Seconds()/secs)
+		cpuPer1k = append(cpuPer1k, 100*c.cpu.Seconds()/secs/(c.rps/1000))
+		var tc time.Duration
+		for name, d := range c.bpf {
+			if name == schedProg {
+				schedPct = append(schedPct, 100*d.Seconds()/secs)
+			} else {
+				tc += d
+			}
+			if c.bpfRuns[name] > 0 {
+				bpfByProg[name] = append(bpfByProg[name], float64(d.Nanoseconds())/float64(c.bpfRuns[name]))
+			}
+		}
+		tcPer1k = append(tcPer1k, 100*tc.Seconds()/secs/(c.rps/1000))
+		rss = append(rss, float64(c.rss)/1024)
+	}
+	w := &strings.Builder{}
+	fmt.Fprintf(w, "\nProbe overhead: fortio %.0f rps target, %d connections, %v runs, median of %d (alternating order)\n",
+		*overheadQPS, *overheadConns, *overheadDuration, *overheadReps)
+	fmt.Fprintf(w, "%-34s %12s %12s %12s\n", "", "no probe", "probe", "delta")
+	fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.0f\n", "achieved rps", rps(off), rps(on), rps(on)-rps(off))
+	d50, d99 := pick(on, p50)-pick(off, p50), pick(on, p99)-pick(off, p99)
+	// Each repetition ran both ways back to back: the median of the
+	// per-repetition differences is less exposed to the machine's drift
+	// than the difference of the medians.
+	paired := func(f func(fixture.LoadResult) time.Duration) time.Duration {
+		var ds []time.Duration
+		for i := range on {
+			ds = append(ds, f(on[i])-f(off[i]))
+		}
+		return medianDur(ds)
+	}
+	fmt.Fprintf(w, "%-34s %12s %12s %12s %14s\n", "", "", "", "", "paired delta")
+	fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p50", pick(off, p50), pick(on, p50), d50, paired(p50))
+	fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p99", pick(off, p99), pick(on, p99), d99, paired(p99))
+	if *overheadMaxRun > 0 {
+		mo, mn := medianF(maxOff), medianF(maxOn)
+		var pct []float64
+		for i := range maxOn {
+			pct = append(pct, 100*(maxOn[i]-maxOff[i])/maxOff[i])
+		}
+		fmt.Fprintf(w, "%-34s %12.0f %12.0f %11.1f%% %13.1f%%\n", "max throughput (rps)", mo, mn, 100*(mn-mo)/mo, medianF(pct))
+		b.ReportMetric(medianF(pct), "max-rps-change-%")
+	}
+	fmt.Fprintf(w, "%-34s %12s %12.2f\n", "probe process CPU, % of a core", "", medianF(cpuPct))
+	fmt.Fprintf(w, "%-34s %12s %12.2f\n", "  per 1000 rps", "", medianF(cpuPer1k))
+	fmt.Fprintf(w, "%-34s %12s %12.2f\n", "TC programs, % of a core/1000 rps", "", medianF(tcPer1k))
+	if len(schedPct) > 0 {
+		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "sched_switch program, % of a core", "", medianF(schedPct))
+	}
+	names := make([]string, 0, len(bpfByProg))
+	for name := range bpfByProg {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "%-34s %12s %10.0fns\n", "  "+name+" per run", "", medianF(bpfByProg[name]))
+	}
+	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "probe peak RSS", "", medianF(rss))
+	if *overheadMaxRun > 0 {
+		var procMax, tcMax []float64
+		for _, c := range costs {
+			secs := overheadMaxRun.Seconds()
+			procMax = append(procMax, 100*c.atMax.cpu.Seconds()/secs)
+			var tc time.Duration
+			for name, d := range c.atMax.bpf {
+				if name != schedProg {
+					tc += d
+				}
+			}
+			tcMax = append(tcMax, 100*tc.Seconds()/secs)
+		}
+		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: process, % core", "", medianF(procMax))
+		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: TC, % core", "", medianF(tcMax))
+	}
+	for i, c := range costs {
+		fmt.Fprintf(w, "  rep %d: the probe counted %d requests, fortio sent %d\n", i, c.seen, c.sent)
+	}
+	fmt.Fprint(os.Stdout, w.String())
+	b.ReportMetric(float64(paired(p50).Nanoseconds())/1000, "p50-delta-us")
+	b.ReportMetric(float64(paired(p99).Nanoseconds())/1000, "p99-delta-us")
+	b.ReportMetric(medianF(cpuPer1k), "probe-cpu-%/1krps")
+	b.ReportMetric(medianF(rss), "probe-rss-MiB")
+}

@@ -1,0 +1,160 @@
+// Package api defines the probe's versioned snapshot document, served as
+// JSON by GET /v1/snapshot and read by the kubectl plugin. docs/probe.md
+// describes every field.
+package api
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
+)
+
+// Version and kind of the snapshot document.
+const (
+	APIVersion   = "kubectl-mesh.io/v1alpha1"
+	KindSnapshot = "ProbeSnapshot"
+)
+
+// Status values of a snapshot: one line saying how to read it.
+const (
+	StatusOK        = "ok"
+	StatusNoTraffic = "no traffic in the window"
+	StatusNoProxy   = "no proxy detected"
+	// StatusMeanOnly: requests overlapped so much (HTTP/2 or gRPC
+	// multiplexing, or heavy HTTP/1.1 concurrency) that no request could
+	// be paired on its own; only the mean proxy-added time is known.
+	StatusMeanOnly = "requests could not be paired individually: mean only"
+)
+
+// Snapshot is one window's measurements.
+type Snapshot struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// Window is the requested window name; Start and End bound the
+	// complete slots it covers (End - Start is less than the window while
+	// the probe has run for less than that).
+	Window          string    `json:"window"`
+	Start           time.Time `json:"start"`
+	End             time.Time `json:"end"`
+	DurationSeconds float64   `json:"durationSeconds"`
+
+	// Mesh is the configured mesh: none, istio or linkerd.
+	Mesh string `json:"mesh"`
+	// ProxyDetected: an exchange between a proxy and the application was
+	// seen on lo since the probe started.
+	ProxyDetected bool   `json:"proxyDetected"`
+	Status        string `json:"status"`
+	// Notes list what the numbers do not cover.
+	Notes []string `json:"notes,omitempty"`
+
+	// Requests counts inbound request/response exchanges seen on eth0;
+	// Measured those with latency known individually (paired with their
+	// application exchange, or all of them when there is no proxy).
+	Requests uint64  `json:"requests"`
+	Measured uint64  `json:"measured"`
+	RPS      float64 `json:"rps"`
+
+	// Latencies of the Measured requests, in milliseconds.
+	Edge         Percentiles `json:"edge"`
+	App          Percentiles `json:"app"`
+	ProxyAdded   Percentiles `json:"proxyAdded"`
+	RequestPath  Percentiles `json:"requestPath"`
+	ResponsePath Percentiles `json:"responsePath"`
+	// ProxyAddedMean also covers ambiguous requests whose individual pairs
+	// are unknown but whose total is (see Pairing.AmbiguousSettled): the
+	// one figure available for multiplexed protocols.
+	ProxyAddedMean MeanOnly `json:"proxyAddedMean"`
+
+	CPU     []ContainerCPU `json:"cpu"`
+	Pairing Pairing        `json:"pairing"`
+	Losses  Losses         `json:"losses"`
+}
+
+// Percentiles of a latency distribution in milliseconds. Quantiles are
+// within 0.39% of the exact sample quantile (nearest rank); Max and Mean
+// are exact.
+type Percentiles struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+	Mean  float64 `json:"mean"`
+}
+
+// MeanOnly is a mean in milliseconds over Count requests.
+type MeanOnly struct {
+	Count uint64  `json:"count"`
+	Mean  float64 `json:"mean"`
+}
+
+// ContainerCPU is the on-CPU time of one cgroup of the pod over the window.
+type ContainerCPU struct {
+	CgroupID uint64 `json:"cgroupId"`
+	// Cgroup is the path below the cgroup v2 root, when the probe can see
+	// it (not inside a cgroup namespace).
+	Cgroup      string `json:"cgroup,omitempty"`
+	ContainerID string `json:"containerId,omitempty"`
+	// Name is the container's name when known: the configured proxy
+	// container for the proxy's cgroup.
+	Name string `json:"name,omitempty"`
+	// Role: "proxy" (its socket answers on the pod's service ports while
+	// a proxy is detected), "app" (the same, without a proxy), "probe"
+	// (this probe), or empty.
+	Role                 string  `json:"role,omitempty"`
+	Millicores           float64 `json:"millicores"`
+	CPUMsPer1000Requests float64 `json:"cpuMsPer1000Requests"`
+}
+
+// Pairing accounts for every exchange that did not yield a measurement.
+type Pairing struct {
+	UnmatchedEdge uint64 `json:"unmatchedEdge"`
+	UnmatchedApp  uint64 `json:"unmatchedApp"`
+	AmbiguousEdge uint64 `json:"ambiguousEdge"`
+	AmbiguousApp  uint64 `json:"ambiguousApp"`
+	// AmbiguousSettled: ambiguous edge exchanges counted in ProxyAddedMean.
+	AmbiguousSettled  uint64 `json:"ambiguousSettled"`
+	PairedByRequestID uint64 `json:"pairedByRequestId"`
+	Incomplete        uint64 `json:"incomplete"`
+	PredatesProbe     uint64 `json:"predatesProbe"`
+	Pipelined         uint64 `json:"pipelined"`
+	TLSHandshake      uint64 `json:"tlsHandshake"`
+	Outbound          uint64 `json:"outbound"`
+}
+
+// Losses are events the probe could not use at all.
+type Losses struct {
+	// RingBufferFull: exchanges the kernel could not queue.
+	RingBufferFull uint64 `json:"ringBufferFull"`
+	// DecodeErrors: ring-buffer records that did not decode.
+	DecodeErrors uint64 `json:"decodeErrors"`
+	// Overload: exchanges decided early because too many were pending.
+	Overload uint64 `json:"overload"`
+	// IdleLate: response segments that came after the idle scan emitted
+	// their exchange (responses pausing longer than the idle time).
+	IdleLate uint64 `json:"idleLate"`
+}
+
+// ParseWindow validates the window query parameter. The empty string is
+// the default, "1m".
+func ParseWindow(s string) (window.Spec, error) {
+	if s == "" {
+		s = "1m"
+	}
+	if spec, ok := window.Lookup(s); ok {
+		return spec, nil
+	}
+	if len(s) > 16 {
+		s = s[:16] + "..."
+	}
+	return window.Spec{}, fmt.Errorf("unknown window %q: use one of %s", s, strings.Join(window.Names(), ", "))
+}
+
+// Millis converts a duration to fractional milliseconds.
+func Millis(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
+}

@@ -1,0 +1,134 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaultsPerMesh(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want Config
+	}{
+		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "8080, 9090,8080,15090"},
+			Config{Mesh: MeshIstio, ProxyContainer: "istio-proxy", ProxyInboundPort: 15006, ProxyOutboundPort: 15001,
+				AppPorts: []uint16{8080, 9090}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
+				LogLevel: slog.LevelInfo, Listen: ":9464",
+				Warnings: []string{"port 15090 belongs to the istio proxy: not an application port"}}},
+		{map[string]string{"MESH_PROBE_MESH": "Linkerd", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LOG_LEVEL": "debug"},
+			Config{Mesh: MeshLinkerd, ProxyContainer: "linkerd-proxy", ProxyInboundPort: 4143, ProxyOutboundPort: 4140,
+				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464"}},
+		{map[string]string{"MESH_PROBE_APP_PORTS": "80,81", "MESH_PROBE_EXCLUDED_INBOUND_PORTS": "81"},
+			Config{Mesh: MeshNone, AppPorts: []uint16{80}, ExcludedInboundPorts: []uint16{81}, LogLevel: slog.LevelInfo,
+				Listen: ":9464", Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
+		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_INBOUND_PORT": "16006",
+			"MESH_PROBE_PROXY_CONTAINER": "my-proxy", "MESH_PROBE_LISTEN": "127.0.0.1:9000"},
+			Config{Mesh: MeshIstio, ProxyContainer: "my-proxy", ProxyInboundPort: 16006, ProxyOutboundPort: 15001,
+				AppPorts: []uint16{80}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
+				LogLevel: slog.LevelInfo, Listen: "127.0.0.1:9000"}},
+	}
+	for _, c := range cases {
+		got, err := Load(nil, nil, env(c.env))
+		if err != nil {
+			t.Errorf("%v: %v", c.env, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%v:\n got %+v\nwant %+v", c.env, got, c.want)
+		}
+	}
+}
+
+func TestFlagsOverrideEnv(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	extra := fs.Bool("version", false, "")
+	got, err := Load(fs, []string{"--mesh=linkerd", "--app-ports=7000", "--version"},
+		env(map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "8080", "MESH_PROBE_LOG_LEVEL": "warn"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Mesh != MeshLinkerd || !reflect.DeepEqual(got.AppPorts, []uint16{7000}) || got.LogLevel != slog.LevelWarn || !*extra {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestErrorsNameTheVariable(t *testing.T) {
+	cases := map[string]struct {
+		env  map[string]string
+		want []string
+	}{
+		"bad mesh":        {map[string]string{"MESH_PROBE_MESH": "consul", "MESH_PROBE_APP_PORTS": "80"}, []string{"MESH_PROBE_MESH", "none, istio or linkerd"}},
+		"no ports":        {map[string]string{"MESH_PROBE_MESH": "istio"}, []string{"MESH_PROBE_APP_PORTS is empty"}},
+		"port zero":       {map[string]string{"MESH_PROBE_APP_PORTS": "0"}, []string{"MESH_PROBE_APP_PORTS", "1-65535"}},
+		"port too big":    {map[string]string{"MESH_PROBE_APP_PORTS": "80,70000"}, []string{"\"70000\" is not a port"}},
+		"empty element":   {map[string]string{"MESH_PROBE_APP_PORTS": "80,,81"}, []string{"MESH_PROBE_APP_PORTS"}},
+		"only proxy port": {map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "15006"}, []string{"leaves no port"}},
+		"same proxy ports": {map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "80",
+			"MESH_PROBE_PROXY_INBOUND_PORT": "15001"}, []string{"both 15001"}},
+		"proxy without mesh": {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_INBOUND_PORT": "15006"}, []string{"MESH_PROBE_MESH=none"}},
+		"log level":          {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LOG_LEVEL": "loud"}, []string{"MESH_PROBE_LOG_LEVEL"}},
+		"listen":             {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LISTEN": "9464"}, []string{"MESH_PROBE_LISTEN"}},
+		"listen clash":       {map[string]string{"MESH_PROBE_APP_PORTS": "9464"}, []string{"listen port"}},
+		"container":          {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_CONTAINER": "Istio_Proxy"}, []string{"MESH_PROBE_PROXY_CONTAINER"}},
+		"two at once": {map[string]string{"MESH_PROBE_MESH": "x", "MESH_PROBE_APP_PORTS": "a"},
+			[]string{"MESH_PROBE_MESH", "MESH_PROBE_APP_PORTS"}},
+	}
+	for name, c := range cases {
+		_, err := Load(nil, nil, env(c.env))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not mention %q", name, err, w)
+			}
+		}
+	}
+	if _, err := Load(nil, []string{"stray"}, env(map[string]string{"MESH_PROBE_APP_PORTS": "80"})); err == nil {
+		t.Error("stray argument accepted")
+	}
+}
+
+// The environment is written by the webhook from pod specs users control:
+// never panic, and whatever is accepted satisfies the invariants.
+func FuzzLoadEnv(f *testing.F) {
+	f.Add("istio", "8080,9090", "", "", "", "info", "")
+	f.Add("linkerd", "80", "4143", "4140", "81", "debug", ":9000")
+	f.Add("none", "", "", "", "", "", "")
+	f.Add("x", "1,2,,3", "0", "99999", "a", "?", "[::1]:1")
+	f.Fuzz(func(t *testing.T, mesh, ports, in, out, excluded, level, listen string) {
+		c, err := Load(nil, nil, env(map[string]string{
+			"MESH_PROBE_MESH": mesh, "MESH_PROBE_APP_PORTS": ports, "MESH_PROBE_PROXY_INBOUND_PORT": in,
+			"MESH_PROBE_PROXY_OUTBOUND_PORT": out, "MESH_PROBE_EXCLUDED_INBOUND_PORTS": excluded,
+			"MESH_PROBE_LOG_LEVEL": level, "MESH_PROBE_LISTEN": listen,
+		}))
+		if err != nil {
+			if len(err.Error()) > 2000 {
+				t.Fatalf("error of %d bytes", len(err.Error()))
+			}
+			return
+		}
+		if len(c.AppPorts) == 0 || c.Listen == "" {
+			t.Fatalf("accepted without ports or listen address: %+v", c)
+		}
+		for _, p := range c.AppPorts {
+			if p == 0 || p == c.ProxyInboundPort || p == c.ProxyOutboundPort {
+				t.Fatalf("bad app port %d in %+v", p, c)
+			}
+		}
+		if (c.Mesh == MeshNone) != (c.ProxyInboundPort == 0) {
+			t.Fatalf("mesh %s with inbound port %d", c.Mesh, c.ProxyInboundPort)
+		}
+	})
+}
