@@ -19,6 +19,7 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/internal/apply"
 	"github.com/kubectl-mesh/kubectl-mesh/lab"
 	"github.com/kubectl-mesh/kubectl-mesh/manifests"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/check"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
 
@@ -48,6 +49,12 @@ func installWebhook(t testing.TB, l *lab.Lab, cs kubernetes.Interface, extraArgs
 		}
 	})
 	waitAvailable(t, cs, manifests.Namespace, manifests.WebhookDeployment, 2, 120*time.Second)
+	// Ready pods are not yet a webhook the API server reaches (endpoints, proxy rules, caBundle):
+	// wait until a dry-run admission comes back with the probe.
+	makeNamespace(t, cs, "e2e-webhook-check", nil)
+	if err := check.WaitAdmission(ctx, cs, "e2e-webhook-check", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	// The caBundle is written by the webhook itself at start-up.
 	waitFor(t, 30*time.Second, "caBundle in the webhook configuration", func() error {
 		c, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, manifests.WebhookConfig, metav1.GetOptions{})

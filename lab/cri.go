@@ -21,11 +21,21 @@ func (l Layout) removeAllPodSandboxes(ctx context.Context) (int, error) {
 	}
 	defer conn.Close()
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := rt.ListPodSandbox(lctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		return 0, fmt.Errorf("lab: list pod sandboxes: %w", err)
+	// A containerd just started answers on its socket before its CRI plugin has loaded its
+	// state ("server is not initialized yet"): wait for that, or the sandboxes would be missed.
+	var resp *runtimeapi.ListPodSandboxResponse
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err = rt.ListPodSandbox(lctx, &runtimeapi.ListPodSandboxRequest{})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, fmt.Errorf("lab: list pod sandboxes: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	var firstErr error
 	for _, sb := range resp.Items {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/apply"
 	"github.com/kubectl-mesh/kubectl-mesh/manifests"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/check"
 )
 
 // NewCmdProbe is `kubectl mesh probe`.
@@ -177,7 +178,10 @@ func waitWebhookReady(ctx context.Context, cs kubernetes.Interface, timeout time
 			last = status
 		}
 		if d.Status.ObservedGeneration >= d.Generation && d.Status.ReadyReplicas >= want && d.Status.UpdatedReplicas >= want {
-			fmt.Fprintln(out, "probe injector is ready; opt a namespace in with: kubectl mesh probe enable -n NAMESPACE (or label it kubectl-mesh.io/probe=enabled)")
+			if err := waitReachable(ctx, cs, time.Until(deadline), out); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "probe injector is ready; opt a namespace in with the label kubectl-mesh.io/probe=enabled")
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -189,6 +193,29 @@ func waitWebhookReady(ctx context.Context, cs kubernetes.Interface, timeout time
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// waitReachable proves the API server reaches the webhook with a dry-run admission in the
+// "default" namespace, when that namespace neither opts out nor enforces Pod Security (either
+// would make the webhook rightly skip the test pod).
+func waitReachable(ctx context.Context, cs kubernetes.Interface, timeout time.Duration, out io.Writer) error {
+	ns, err := cs.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		fmt.Fprintf(out, "skipping the admission check: %v\n", err)
+		return nil
+	}
+	if _, labelled := ns.Labels["kubectl-mesh.io/probe"]; labelled || ns.Labels["pod-security.kubernetes.io/enforce"] != "" {
+		fmt.Fprintln(out, "skipping the admission check: namespace default has its own probe or Pod Security setting")
+		return nil
+	}
+	if timeout < 10*time.Second {
+		timeout = 10 * time.Second
+	}
+	if err := check.WaitAdmission(ctx, cs, "default", timeout); err != nil {
+		return fmt.Errorf("webhook pods are ready but the API server does not reach them: %w", err)
+	}
+	fmt.Fprintln(out, "admission check: the API server injects the probe (dry run)")
+	return nil
 }
 
 func webhookProblem(ctx context.Context, cs kubernetes.Interface) string {
