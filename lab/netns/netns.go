@@ -14,10 +14,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	inetns "github.com/kubectl-mesh/kubectl-mesh/internal/netns"
 )
 
 // Dir is where iproute2 keeps named network namespaces.
@@ -93,39 +94,8 @@ func Delete(name string) error {
 	return run("ip", "netns", "delete", name)
 }
 
-// Do runs fn on an OS thread that has joined the network namespace at path. Sockets created
-// inside fn belong to that namespace for their whole life.
-func Do(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is never returned to the scheduler's pool after a setns: if switching
-		// back failed it would carry the wrong namespace into unrelated goroutines. Exiting
-		// the goroutine while still locked makes the runtime discard the thread.
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("netns: open %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netns: setns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn inside the network namespace at path (see internal/netns).
+func Do(path string, fn func() error) error { return inetns.Do(path, fn) }
 
 // Dialer returns a DialContext function whose sockets are created inside the namespace at
 // path. It lets host-side clients reach lab addresses without any route from the host.
