@@ -21,14 +21,13 @@ import (
 
 // Spec describes a daemon.
 type Spec struct {
-	Name    string   // component name, used for the PID and log file names
-	Argv    []string // command and arguments
-	Env     []string // extra environment (KEY=VALUE), added to a minimal base
-	NetNS   string   // if set, the path of a network namespace to run in (via nsenter --net)
-	Dir     string   // working directory
-	LogDir  string   // where NAME.log goes
-	PIDDir  string   // where NAME.pid goes
-	OOMKeep bool     // reserved: keep the default OOM score
+	Name   string   // component name, used for the PID and log file names
+	Argv   []string // command and arguments
+	Env    []string // extra environment (KEY=VALUE), added to a minimal base
+	NetNS  string   // if set, the path of a network namespace to run in (via nsenter --net)
+	Dir    string   // working directory
+	LogDir string   // where NAME.log goes
+	PIDDir string   // where NAME.pid goes
 }
 
 // Process is a started (or found) daemon.
