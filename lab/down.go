@@ -54,6 +54,11 @@ func (lab *Lab) Down(ctx context.Context) error {
 	for _, pid := range lab.containerdRecordedPIDs() {
 		proc.KillPID(pid, 2*time.Second)
 	}
+	// Shims whose state directory is already gone (a cleanup that failed half-way) are still
+	// recognisable as ours: they were started with the lab's own containerd socket.
+	for _, pid := range lab.shimsOfOurSocket() {
+		proc.KillPID(pid, 2*time.Second)
+	}
 	if err := lab.unmountAll(); err != nil {
 		errs = append(errs, err)
 	}
@@ -133,6 +138,31 @@ func (lab *Lab) containerdRecordedPIDs() []int {
 				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 					pids = append(pids, pid)
 				}
+			}
+		}
+	}
+	return pids
+}
+
+// shimsOfOurSocket finds containerd shims started for the lab's containerd: their command line
+// carries "-address" followed by the lab's socket path, which nothing else uses.
+func (lab *Lab) shimsOfOurSocket() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-address" && args[i+1] == lab.ContainerdSocket() {
+				pids = append(pids, pid)
+				break
 			}
 		}
 	}
