@@ -6,13 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	inetns "github.com/kubectl-mesh/kubectl-mesh/internal/netns"
 )
 
 // Network namespaces made by the tests with `ip netns add`, named after the
@@ -59,38 +58,7 @@ func (ns *netns) ip(t *testing.T, args ...string) {
 // do runs fn on an OS thread switched into the namespace. Sockets created
 // by fn stay in the namespace after fn returns, whichever goroutine uses
 // them; netlink and TC attach calls act on the namespace's interfaces.
-func (ns *netns) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(ns.path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns.name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with this goroutine:
-			// it never runs other goroutines in the wrong namespace.
-			errc <- fmt.Errorf("setns back: %w (fn: %v)", err, ferr)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (ns *netns) do(fn func() error) error { return inetns.Do(ns.path, fn) }
 
 func (ns *netns) listen(t *testing.T, addr string) net.Listener {
 	t.Helper()

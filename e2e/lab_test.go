@@ -167,23 +167,6 @@ func isZombie(pid int) bool {
 	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
-func shimPIDs(l *lab.Lab) []int {
-	var pids []int
-	base := filepath.Join(l.ContainerdState(), "io.containerd.runtime.v2.task", "k8s.io")
-	tasks, _ := os.ReadDir(base)
-	for _, task := range tasks {
-		for _, f := range []string{"init.pid", "shim.pid"} {
-			b, err := os.ReadFile(filepath.Join(base, task.Name(), f))
-			if err == nil {
-				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-					pids = append(pids, pid)
-				}
-			}
-		}
-	}
-	return pids
-}
-
 // hostKubeRules lists iptables chains or rules in the host's own namespace that kube-proxy or
 // kubelet would have written (KUBE-*), through both iptables back ends.
 func hostKubeRules(t *testing.T) []string {

@@ -32,7 +32,7 @@ func TestZZLabCrashRecoveryAndDown(t *testing.T) {
 
 	// Down leaves no process, mount, namespace, cgroup, iptables rule or file behind.
 	pids := componentPIDs(t, l)
-	shims := shimPIDs(l)
+	shims := l.ContainerdRecordedPIDs()
 	start := time.Now()
 	if err := l.Down(ctx); err != nil {
 		t.Fatalf("lab down: %v", err)

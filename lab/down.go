@@ -51,7 +51,7 @@ func (lab *Lab) Down(ctx context.Context) error {
 
 	// Whatever containerd left running (after a crash): shims and container processes, by the
 	// PIDs containerd itself recorded.
-	for _, pid := range lab.containerdRecordedPIDs() {
+	for _, pid := range lab.ContainerdRecordedPIDs() {
 		proc.KillPID(pid, 2*time.Second)
 	}
 	// Shims whose state directory is already gone (a cleanup that failed half-way) are still
@@ -122,8 +122,8 @@ func (lab *Lab) removePods(ctx context.Context) error {
 	return err
 }
 
-// containerdRecordedPIDs reads the shim and container PIDs from containerd's state directory.
-func (lab *Lab) containerdRecordedPIDs() []int {
+// ContainerdRecordedPIDs reads the shim and container PIDs from containerd's state directory.
+func (lab *Lab) ContainerdRecordedPIDs() []int {
 	var pids []int
 	base := filepath.Join(lab.ContainerdState(), "io.containerd.runtime.v2.task")
 	nss, _ := os.ReadDir(base)

@@ -291,7 +291,7 @@ func (lab *Lab) etcdHealthy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return lab.httpsGetInLab(ctx, "https://127.0.0.1:2379/health", tlsCfg)
+	return lab.httpsGet(ctx, "https://127.0.0.1:2379/health", tlsCfg, true)
 }
 
 func (lab *Lab) apiReady(ctx context.Context) error {
@@ -299,7 +299,7 @@ func (lab *Lab) apiReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return lab.httpsGetInLab(ctx, fmt.Sprintf("https://%s/readyz", lab.hostAPIAddr()), tlsCfg, true)
+	return lab.httpsGet(ctx, fmt.Sprintf("https://%s/readyz", lab.hostAPIAddr()), tlsCfg, false)
 }
 
 func (lab *Lab) clientTLS(name string) (*tls.Config, error) {
@@ -314,11 +314,11 @@ func (lab *Lab) clientTLS(name string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// httpsGetInLab GETs url; unless viaHost is set the connection is made from inside the lab's
-// namespace (etcd listens on the namespace's loopback).
-func (lab *Lab) httpsGetInLab(ctx context.Context, url string, tlsCfg *tls.Config, viaHost ...bool) error {
+// httpsGet GETs url, from inside the lab's namespace when inLab is set (etcd listens on the
+// namespace's loopback) or from the host (the API server through the relay).
+func (lab *Lab) httpsGet(ctx context.Context, url string, tlsCfg *tls.Config, inLab bool) error {
 	tr := &http.Transport{TLSClientConfig: tlsCfg}
-	if len(viaHost) == 0 || !viaHost[0] {
+	if inLab {
 		tr.DialContext = netns.Dialer(lab.NetNSPath())
 	}
 	defer tr.CloseIdleConnections()
