@@ -13,7 +13,7 @@ export MESH_LAB_REPO := $(CURDIR)
 export MESH_LAB_BIN_DIR := $(BIN)
 LAB := $(BIN)/mesh-lab
 
-.PHONY: all deps build generate images kube lab-up lab-down test unit e2e bench bench-loadgen bench-lab dist demo fmt vet clean
+.PHONY: all deps build generate images kube caddy lab-up lab-down test unit e2e bench bench-loadgen bench-lab dist demo fmt vet clean
 
 all: build
 
@@ -30,6 +30,11 @@ generate: deps
 # Kubernetes and CoreDNS from source, cached by version under /var/cache/kubectl-mesh-lab.
 kube: build
 	$(LAB) build
+
+# Optional: Caddy for the mesh-caddy image (a third-party proxy in the sidecar position, see
+# lab/sidecar), cached by version like CoreDNS; `make images` includes it once it is built.
+caddy: build
+	$(LAB) build caddy
 
 images: build kube
 	$(LAB) images

@@ -39,7 +39,7 @@ func (l Layout) EnsureKube(out io.Writer) error {
 	for _, b := range KubeBinaries {
 		pkgs = append(pkgs, "k8s.io/kubernetes/cmd/"+b)
 	}
-	return goBuild(filepath.Join(l.RepoDir, "lab", "kube"), dir, ldflags, pkgs, out)
+	return goBuild(filepath.Join(l.RepoDir, "lab", "kube"), dir, ldflags, pkgs, "", out)
 }
 
 // EnsureCoreDNS builds the trimmed CoreDNS of lab/coredns unless it is cached.
@@ -49,12 +49,24 @@ func (l Layout) EnsureCoreDNS(out io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(out, "building CoreDNS %s (cold: a few minutes)\n", CoreDNSVersion)
-	return goBuild(filepath.Join(l.RepoDir, "lab", "coredns"), filepath.Dir(bin), "-s -w", []string{"."}, out)
+	return goBuild(filepath.Join(l.RepoDir, "lab", "coredns"), filepath.Dir(bin), "-s -w", []string{"."}, "coredns", out)
+}
+
+// EnsureCaddy builds the Caddy of lab/caddy unless it is cached. Nothing else calls it: the
+// mesh-caddy image is optional, so a lab that never runs Caddy never pays for its build.
+func (l Layout) EnsureCaddy(out io.Writer) error {
+	bin := l.CaddyBin()
+	if allExist(filepath.Dir(bin), []string{"caddy"}) {
+		return nil
+	}
+	fmt.Fprintf(out, "building Caddy %s (cold: about 4 minutes on 2 cores; cached afterwards)\n", CaddyVersion)
+	return goBuild(filepath.Join(l.RepoDir, "lab", "caddy"), filepath.Dir(bin), "-s -w", []string{"."}, "caddy", out)
 }
 
 // goBuild builds static binaries into a temporary directory and renames it into place, so that
-// an interrupted build never leaves a half-filled cache that a later run would trust.
-func goBuild(moduleDir, dst, ldflags string, pkgs []string, out io.Writer) error {
+// an interrupted build never leaves a half-filled cache that a later run would trust. name is
+// the binary's name when the one package is the module's own main (".").
+func goBuild(moduleDir, dst, ldflags string, pkgs []string, name string, out io.Writer) error {
 	if _, err := os.Stat(filepath.Join(moduleDir, "go.mod")); err != nil {
 		return fmt.Errorf("build: %s has no go.mod (run from the kubectl-mesh checkout or set MESH_LAB_REPO): %w", moduleDir, err)
 	}
@@ -64,20 +76,18 @@ func goBuild(moduleDir, dst, ldflags string, pkgs []string, out io.Writer) error
 		return err
 	}
 	start := time.Now()
-	args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", tmp + "/"}, pkgs...)
+	target := tmp + "/"
+	if len(pkgs) == 1 && pkgs[0] == "." {
+		// Named explicitly: `go build -o dir/ .` would name it after the module path.
+		target = filepath.Join(tmp, name)
+	}
+	args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", target}, pkgs...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = moduleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("build: go build in %s: %w", moduleDir, err)
-	}
-	if pkgs[0] == "." {
-		// `go build -o dir/ .` names the binary after the module's last element.
-		base := filepath.Base(moduleDir)
-		if base != "coredns" {
-			_ = os.Rename(filepath.Join(tmp, base), filepath.Join(tmp, "coredns"))
-		}
 	}
 	_ = os.RemoveAll(dst)
 	if err := os.Rename(tmp, dst); err != nil {
@@ -103,6 +113,9 @@ type LabImage struct {
 	Binary     string // path of the binary on the host
 	Entrypoint []string
 	User       string
+	// Optional images are built only when their binary exists: they come from a build the
+	// user asks for (mesh-lab build caddy), and a lab without them is complete.
+	Optional bool
 }
 
 // Images lists the lab's images: the pause (sandbox) image, CoreDNS, and the project's binaries.
@@ -116,6 +129,10 @@ func (l Layout) Images() []LabImage {
 		{Name: "mesh-webhook", Binary: bin("mesh-webhook"), Entrypoint: []string{"/bin/mesh-webhook"}, User: "65532"},
 		{Name: "kubectl-mesh", Binary: bin("kubectl-mesh"), Entrypoint: []string{"/bin/kubectl-mesh"}, User: "65532"},
 		{Name: "mesh-loadgen", Binary: bin("mesh-loadgen"), Entrypoint: []string{"/bin/mesh-loadgen"}, User: "65532"},
+		// The demo sidecar (lab/sidecar): its proxy runs as Istio's does, as UID 1337; its init
+		// container overrides the user with root for the nftables rules.
+		{Name: "mesh-sidecar", Binary: bin("mesh-sidecar"), Entrypoint: []string{"/bin/mesh-sidecar"}, User: "1337"},
+		{Name: "mesh-caddy", Binary: l.CaddyBin(), Entrypoint: []string{"/bin/caddy"}, User: "1337", Optional: true},
 	}
 }
 
@@ -126,7 +143,9 @@ func (l Layout) BuildImages() ([]string, error) {
 	}
 	var paths []string
 	for _, li := range l.Images() {
-		if _, err := os.Stat(li.Binary); err != nil {
+		if _, err := os.Stat(li.Binary); err != nil && li.Optional {
+			continue
+		} else if err != nil {
 			return nil, fmt.Errorf("image %s: binary %s missing (run `make build`): %w", li.Name, li.Binary, err)
 		}
 		img, err := image.Build(image.Spec{Ref: ImageRef(li.Name), Entrypoint: li.Entrypoint, User: li.User,

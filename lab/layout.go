@@ -21,6 +21,10 @@ const KubeVersion = "v1.37.2"
 // CoreDNSVersion is the CoreDNS release built for cluster DNS.
 const CoreDNSVersion = "v1.14.7"
 
+// CaddyVersion is the Caddy release of the optional mesh-caddy image (lab/caddy): a third-party
+// proxy in the sidecar position, built only on request (`mesh-lab build caddy`).
+const CaddyVersion = "v2.11.9"
+
 // Layout says where the lab keeps things and which addresses it uses. The defaults suit a
 // machine that runs one lab; every path can be moved with MESH_LAB_DIR and friends.
 type Layout struct {
@@ -118,6 +122,11 @@ func (l Layout) KubeBinDir() string { return filepath.Join(l.CacheDir, "kube-"+K
 // CoreDNSBin is the CoreDNS binary built from lab/coredns.
 func (l Layout) CoreDNSBin() string {
 	return filepath.Join(l.CacheDir, "coredns-"+CoreDNSVersion, "coredns")
+}
+
+// CaddyBin is the Caddy binary built from lab/caddy.
+func (l Layout) CaddyBin() string {
+	return filepath.Join(l.CacheDir, "caddy-"+CaddyVersion, "caddy")
 }
 
 // CNINetworkName names the pod network; libcni's result cache files start with it.

@@ -20,16 +20,17 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/cgroups"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/config"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/histogram"
-	"github.com/kubectl-mesh/kubectl-mesh/probe/internal/fixture"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/server"
 )
 
 func TestMain(m *testing.M) {
 	fixture.RunChildIfRequested()
+	runLayoutChildIfRequested()
 	os.Exit(m.Run())
 }
 
@@ -411,6 +412,9 @@ func TestEndToEndCPUPerContainer(t *testing.T) {
 	self, err := cgroups.FindSelf()
 	if err != nil {
 		t.Skip(err)
+	}
+	if !self.Visible() {
+		t.Skipf("no cgroup2 mount shows this process's cgroup %s: cannot make test cgroups", self.Path)
 	}
 	podDir := filepath.Join(self.Mount, fmt.Sprintf("kmesh-probe-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	burner := filepath.Join(podDir, "cri-containerd-"+strings.Repeat("ab", 32)+".scope")

@@ -19,8 +19,8 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/cgroups"
-	"github.com/kubectl-mesh/kubectl-mesh/probe/internal/fixture"
 )
 
 // Knobs of BenchmarkProbeOverhead (go test flags).
@@ -182,6 +182,9 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 	self, err := cgroups.FindSelf()
 	if err != nil {
 		return nil, err
+	}
+	if !self.Visible() {
+		return nil, fmt.Errorf("no cgroup2 mount shows this process's cgroup %s: cannot make the probe's cgroups", self.Path)
 	}
 	podDir := filepath.Join(self.Mount, fmt.Sprintf("kmesh-bench-pod-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	probeDir := filepath.Join(podDir, "probe")

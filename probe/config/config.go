@@ -1,7 +1,7 @@
 // Package config reads the probe's configuration from flags and the
 // environment. The sidecar-injecting webhook sets the environment:
 //
-//	MESH_PROBE_MESH                    none | istio | linkerd
+//	MESH_PROBE_MESH                    none | istio | linkerd | custom
 //	MESH_PROBE_PROXY_CONTAINER         the proxy container's name
 //	MESH_PROBE_PROXY_INBOUND_PORT      where the proxy receives redirected inbound traffic
 //	MESH_PROBE_PROXY_OUTBOUND_PORT     where it receives redirected outbound traffic
@@ -13,7 +13,8 @@
 // A flag of the same name (--mesh, --proxy-container, ...) overrides its
 // variable. Proxy ports and the proxy container default per mesh (Istio:
 // 15006 / 15001, istio-proxy, source address 127.0.0.6; Linkerd: 4143 /
-// 4140, linkerd-proxy).
+// 4140, linkerd-proxy). A custom mesh has no defaults: the proxy container
+// and its inbound port must be given, the outbound port only if it has one.
 package config
 
 import (
@@ -38,6 +39,10 @@ const (
 	MeshNone    Mesh = "none"
 	MeshIstio   Mesh = "istio"
 	MeshLinkerd Mesh = "linkerd"
+	// MeshCustom is a sidecar proxy that is neither Istio's nor Linkerd's,
+	// described entirely by the configuration: the lab's mesh-sidecar, Caddy
+	// in the sidecar position, or any proxy behind an inbound REDIRECT.
+	MeshCustom Mesh = "custom"
 )
 
 // DefaultListen is the probe's HTTP address: the port of the OpenTelemetry
@@ -83,7 +88,7 @@ var meshDefaults = map[Mesh]struct {
 
 // variable names, and the flag that overrides each.
 var vars = []struct{ env, flag, usage string }{
-	{"MESH_PROBE_MESH", "mesh", "service mesh of the pod: none, istio or linkerd"},
+	{"MESH_PROBE_MESH", "mesh", "service mesh of the pod: none, istio, linkerd or custom"},
 	{"MESH_PROBE_PROXY_CONTAINER", "proxy-container", "name of the proxy container (default per mesh)"},
 	{"MESH_PROBE_PROXY_INBOUND_PORT", "proxy-inbound-port", "proxy's inbound port (default per mesh: istio 15006, linkerd 4143)"},
 	{"MESH_PROBE_PROXY_OUTBOUND_PORT", "proxy-outbound-port", "proxy's outbound port (default per mesh: istio 15001, linkerd 4140)"},
@@ -147,10 +152,10 @@ func parse(get func(string) string) (Config, error) {
 	switch m := Mesh(strings.ToLower(get("MESH_PROBE_MESH"))); m {
 	case "", MeshNone:
 		c.Mesh = MeshNone
-	case MeshIstio, MeshLinkerd:
+	case MeshIstio, MeshLinkerd, MeshCustom:
 		c.Mesh = m
 	default:
-		fail("MESH_PROBE_MESH=%q: want none, istio or linkerd", clip(string(m)))
+		fail("MESH_PROBE_MESH=%q: want none, istio, linkerd or custom", clip(string(m)))
 	}
 	def := meshDefaults[c.Mesh]
 
@@ -174,9 +179,19 @@ func parse(get func(string) string) (Config, error) {
 	}
 	c.ProxyInboundPort = port("MESH_PROBE_PROXY_INBOUND_PORT", def.inbound)
 	c.ProxyOutboundPort = port("MESH_PROBE_PROXY_OUTBOUND_PORT", def.outbound)
+	if c.Mesh == MeshCustom {
+		// Nothing to default to: a wrong guess would misname the proxy's CPU or count its own
+		// port as the application's.
+		if c.ProxyContainer == "" {
+			fail("MESH_PROBE_PROXY_CONTAINER is required with MESH_PROBE_MESH=custom")
+		}
+		if get("MESH_PROBE_PROXY_INBOUND_PORT") == "" {
+			fail("MESH_PROBE_PROXY_INBOUND_PORT is required with MESH_PROBE_MESH=custom")
+		}
+	}
 	if c.Mesh == MeshNone {
 		if c.ProxyInboundPort != 0 || c.ProxyOutboundPort != 0 {
-			fail("proxy ports given with MESH_PROBE_MESH=none: set the mesh (istio or linkerd) or drop MESH_PROBE_PROXY_*_PORT")
+			fail("proxy ports given with MESH_PROBE_MESH=none: set the mesh (istio, linkerd or custom) or drop MESH_PROBE_PROXY_*_PORT")
 		}
 	} else if c.ProxyInboundPort != 0 && c.ProxyInboundPort == c.ProxyOutboundPort {
 		fail("MESH_PROBE_PROXY_INBOUND_PORT and MESH_PROBE_PROXY_OUTBOUND_PORT are both %d", c.ProxyInboundPort)

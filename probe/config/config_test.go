@@ -27,6 +27,12 @@ func TestDefaultsPerMesh(t *testing.T) {
 		{map[string]string{"MESH_PROBE_MESH": "Linkerd", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LOG_LEVEL": "debug"},
 			Config{Mesh: MeshLinkerd, ProxyContainer: "linkerd-proxy", ProxyInboundPort: 4143, ProxyOutboundPort: 4140,
 				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464"}},
+		// A custom sidecar: no defaults, no outbound port, its own port is not the app's.
+		{map[string]string{"MESH_PROBE_MESH": "custom", "MESH_PROBE_PROXY_CONTAINER": "mesh-sidecar",
+			"MESH_PROBE_PROXY_INBOUND_PORT": "15006", "MESH_PROBE_APP_PORTS": "8080,15006"},
+			Config{Mesh: MeshCustom, ProxyContainer: "mesh-sidecar", ProxyInboundPort: 15006,
+				AppPorts: []uint16{8080}, LogLevel: slog.LevelInfo, Listen: ":9464",
+				Warnings: []string{"port 15006 belongs to the custom proxy: not an application port"}}},
 		{map[string]string{"MESH_PROBE_APP_PORTS": "80,81", "MESH_PROBE_EXCLUDED_INBOUND_PORTS": "81"},
 			Config{Mesh: MeshNone, AppPorts: []uint16{80}, ExcludedInboundPorts: []uint16{81}, LogLevel: slog.LevelInfo,
 				Listen: ":9464", Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
@@ -67,7 +73,11 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		"bad mesh":        {map[string]string{"MESH_PROBE_MESH": "consul", "MESH_PROBE_APP_PORTS": "80"}, []string{"MESH_PROBE_MESH", "none, istio or linkerd"}},
+		"bad mesh": {map[string]string{"MESH_PROBE_MESH": "consul", "MESH_PROBE_APP_PORTS": "80"}, []string{"MESH_PROBE_MESH", "none, istio, linkerd or custom"}},
+		"custom without container": {map[string]string{"MESH_PROBE_MESH": "custom", "MESH_PROBE_APP_PORTS": "80",
+			"MESH_PROBE_PROXY_INBOUND_PORT": "15006"}, []string{"MESH_PROBE_PROXY_CONTAINER is required with MESH_PROBE_MESH=custom"}},
+		"custom without inbound port": {map[string]string{"MESH_PROBE_MESH": "custom", "MESH_PROBE_APP_PORTS": "80",
+			"MESH_PROBE_PROXY_CONTAINER": "mesh-sidecar"}, []string{"MESH_PROBE_PROXY_INBOUND_PORT is required with MESH_PROBE_MESH=custom"}},
 		"no ports":        {map[string]string{"MESH_PROBE_MESH": "istio"}, []string{"MESH_PROBE_APP_PORTS is empty"}},
 		"port zero":       {map[string]string{"MESH_PROBE_APP_PORTS": "0"}, []string{"MESH_PROBE_APP_PORTS", "1-65535"}},
 		"port too big":    {map[string]string{"MESH_PROBE_APP_PORTS": "80,70000"}, []string{"\"70000\" is not a port"}},

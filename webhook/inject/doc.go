@@ -58,6 +58,13 @@
 // linkerd.io/inject=enabled on the pod or the namespace. Port-changing annotations
 // (traffic.sidecar.istio.io/*, config.linkerd.io/*) are read; see [MeshInfo].
 //
+// Any other sidecar proxy is declared by the pod (mesh "custom"): the annotation
+// kubectl-mesh.io/proxy-container names its container, kubectl-mesh.io/proxy-inbound-port says where
+// inbound traffic is redirected (required), and kubectl-mesh.io/proxy-inbound-ports ("*" by default)
+// and kubectl-mesh.io/proxy-exclude-inbound-ports say which ports are captured. The lab's demo
+// sidecar (lab/sidecar) writes them. The annotation wins over name-based detection, and it is
+// ignored, with a warning, when no container has that name.
+//
 // # Reinvocation and idempotency
 //
 // The webhook is meant to be registered with reinvocationPolicy: IfNeeded. The annotation

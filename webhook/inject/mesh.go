@@ -16,6 +16,10 @@ const (
 	MeshNone    MeshName = "none"
 	MeshIstio   MeshName = "istio"
 	MeshLinkerd MeshName = "linkerd"
+	// MeshCustom is a sidecar proxy the pod names itself with AnnotationProxyContainer: the
+	// lab's mesh-sidecar (lab/sidecar), Caddy in the sidecar position, or any proxy behind an
+	// inbound REDIRECT that is neither Istio's nor Linkerd's.
+	MeshCustom MeshName = "custom"
 )
 
 // MeshState says how sure the detection is.
@@ -77,6 +81,21 @@ const (
 	envLinkerdAdminAddr     = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR"
 )
 
+// Annotations that describe a custom sidecar proxy (MeshCustom). Istio and Linkerd are
+// recognised by their containers' well-known names; any other proxy is declared by the pod, since
+// no name can be guessed. lab/sidecar writes them next to the containers it adds.
+const (
+	// AnnotationProxyContainer names the proxy container (classic or native sidecar). Present
+	// with a container of that name, it decides the mesh, before any name-based detection.
+	AnnotationProxyContainer = "kubectl-mesh.io/proxy-container"
+	// AnnotationProxyInboundPort is where inbound traffic is redirected to; required.
+	AnnotationProxyInboundPort = "kubectl-mesh.io/proxy-inbound-port"
+	// AnnotationProxyInboundPorts lists the captured inbound ports, or "*" (the default) for all.
+	AnnotationProxyInboundPorts = "kubectl-mesh.io/proxy-inbound-ports"
+	// AnnotationProxyExcludeInboundPorts lists inbound ports that bypass the proxy.
+	AnnotationProxyExcludeInboundPorts = "kubectl-mesh.io/proxy-exclude-inbound-ports"
+)
+
 // MeshInfo is what detection found. The probe gets the part it uses in its environment (mesh,
 // proxy container, redirect ports, which declared ports bypass the proxy; see probeEnv); the rest
 // (UID, inbound source, admin port, outbound exclusions) explains the Decision. Ports are the
@@ -118,7 +137,8 @@ func (m MeshInfo) bypassesInbound(p int32) bool {
 }
 
 // DetectMesh finds the pod's mesh from its spec, its annotations and its namespace's labels and
-// annotations. A proxy container in the spec wins over any "expected" signal. warnings describe
+// annotations. A custom proxy (AnnotationProxyContainer naming a container of the pod) wins over
+// name-based detection; a proxy container in the spec wins over any "expected" signal. warnings describe
 // annotations that were present but unusable.
 func DetectMesh(pod *corev1.Pod, nsLabels, nsAnnotations map[string]string) (info MeshInfo, warnings []string) {
 	info = MeshInfo{Name: MeshNone, State: MeshAbsent, proxyIndex: -1}
@@ -126,6 +146,75 @@ func DetectMesh(pod *corev1.Pod, nsLabels, nsAnnotations map[string]string) (inf
 		return info, nil
 	}
 	var proxy *corev1.Container
+	customName, custom := pod.Annotations[AnnotationProxyContainer]
+	if custom {
+		if c, idx, native := findProxy(pod, customName); c != nil {
+			info.Name, info.State, proxy, info.proxyIndex, info.NativeProxy = MeshCustom, MeshPresent, c, idx, native
+			info.Evidence = append(info.Evidence, "annotation "+AnnotationProxyContainer, containerEvidence(customName, native))
+		} else {
+			// Named but absent (a typo, or a manifest copied without the container): the pod
+			// is detected as if the annotation were not there.
+			warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored annotation %s: the pod has no container %q",
+				AnnotationProxyContainer, truncate(customName, 63)))
+		}
+	}
+	if info.Name != MeshCustom {
+		proxy = detectByName(&info, pod, nsLabels, nsAnnotations)
+	}
+	if info.Name == MeshIstio && info.State == MeshPresent {
+		if _, ok := pod.Annotations[annIstioStatus]; ok {
+			info.Evidence = append(info.Evidence, "annotation "+annIstioStatus)
+		}
+	}
+
+	switch info.Name {
+	case MeshIstio:
+		warnings = append(warnings, istioPorts(&info, pod, proxy)...)
+	case MeshLinkerd:
+		warnings = append(warnings, linkerdPorts(&info, pod, nsAnnotations, proxy)...)
+	case MeshCustom:
+		warnings = append(warnings, customPorts(&info, pod, proxy)...)
+	}
+	return info, warnings
+}
+
+// customPorts reads a custom proxy's annotations. There are no defaults to fall back on: a
+// missing or invalid inbound port is a warning, and the probe's own parser then refuses the
+// configuration, so the pod is not injected with a probe that would guess.
+func customPorts(info *MeshInfo, pod *corev1.Pod, proxy *corev1.Container) (warnings []string) {
+	info.ProxyContainer = proxy.Name
+	switch v, ok := pod.Annotations[AnnotationProxyInboundPort]; {
+	case !ok:
+		warnings = append(warnings, fmt.Sprintf("kubectl-mesh: annotation %s is missing: the probe needs the proxy's inbound port",
+			AnnotationProxyInboundPort))
+	default:
+		if p, ok := parsePort(v); ok {
+			info.InboundPort = p
+		} else {
+			warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored invalid port %q in annotation %s", truncate(v, 16), AnnotationProxyInboundPort))
+		}
+	}
+	// The UID only explains the decision; 0 (unset) means the proxy's image decides it.
+	info.ProxyUID = proxyUID(proxy, 0)
+
+	ex, bad := parsePortList(pod.Annotations[AnnotationProxyExcludeInboundPorts])
+	warnings = appendPortWarning(warnings, "annotation "+AnnotationProxyExcludeInboundPorts, bad)
+	info.excludeIn = ex
+	info.ExcludeInboundPorts = ex.String()
+
+	info.IncludeInboundPorts, info.includeAll = "*", true
+	if v, ok := pod.Annotations[AnnotationProxyInboundPorts]; ok && strings.TrimSpace(v) != "*" {
+		in, bad := parsePortList(v)
+		warnings = appendPortWarning(warnings, "annotation "+AnnotationProxyInboundPorts, bad)
+		info.includeIn, info.includeAll = in, false
+		info.IncludeInboundPorts = in.String()
+	}
+	return warnings
+}
+
+// detectByName recognises Istio and Linkerd by their proxies' well-known container names, else by
+// their injectors' signals, and returns the proxy container when it is there.
+func detectByName(info *MeshInfo, pod *corev1.Pod, nsLabels, nsAnnotations map[string]string) (proxy *corev1.Container) {
 	if c, idx, native := findProxy(pod, IstioProxyContainer); c != nil {
 		info.Name, info.State, proxy, info.proxyIndex, info.NativeProxy = MeshIstio, MeshPresent, c, idx, native
 		info.Evidence = append(info.Evidence, containerEvidence(IstioProxyContainer, native))
@@ -137,19 +226,7 @@ func DetectMesh(pod *corev1.Pod, nsLabels, nsAnnotations map[string]string) (inf
 	} else if ev := linkerdExpected(pod, nsAnnotations); len(ev) > 0 {
 		info.Name, info.State, info.Evidence = MeshLinkerd, MeshExpected, ev
 	}
-	if info.Name == MeshIstio && info.State == MeshPresent {
-		if _, ok := pod.Annotations[annIstioStatus]; ok {
-			info.Evidence = append(info.Evidence, "annotation "+annIstioStatus)
-		}
-	}
-
-	switch info.Name {
-	case MeshIstio:
-		warnings = istioPorts(&info, pod, proxy)
-	case MeshLinkerd:
-		warnings = linkerdPorts(&info, pod, nsAnnotations, proxy)
-	}
-	return info, warnings
+	return proxy
 }
 
 // findProxy returns the named proxy, looking first for a native sidecar, then for a classic one.
