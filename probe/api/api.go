@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubectl-mesh/kubectl-mesh/probe/histogram"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
 )
 
@@ -41,7 +42,7 @@ type Snapshot struct {
 	End             time.Time `json:"end"`
 	DurationSeconds float64   `json:"durationSeconds"`
 
-	// Mesh is the configured mesh: none, istio or linkerd.
+	// Mesh is the configured mesh: none, istio, linkerd or custom.
 	Mesh string `json:"mesh"`
 	// ProxyDetected: an exchange between a proxy and the application was
 	// seen on lo since the probe started.
@@ -67,6 +68,10 @@ type Snapshot struct {
 	// are unknown but whose total is (see Pairing.AmbiguousSettled): the
 	// one figure available for multiplexed protocols.
 	ProxyAddedMean MeanOnly `json:"proxyAddedMean"`
+	// Histograms are the distributions behind the percentiles above, so
+	// that a reader can merge several pods' exchanges and take
+	// percentiles over all of them. Absent from probes that predate it.
+	Histograms *Histograms `json:"histograms,omitempty"`
 
 	CPU     []ContainerCPU `json:"cpu"`
 	Pairing Pairing        `json:"pairing"`
@@ -84,6 +89,32 @@ type Percentiles struct {
 	P999  float64 `json:"p999"`
 	Max   float64 `json:"max"`
 	Mean  float64 `json:"mean"`
+}
+
+// Histograms are the latency histograms of the Measured requests, one per
+// percentile field of the same name; an empty one is omitted.
+type Histograms struct {
+	ProxyAdded   *histogram.Sparse `json:"proxyAdded,omitempty"`
+	Edge         *histogram.Sparse `json:"edge,omitempty"`
+	App          *histogram.Sparse `json:"app,omitempty"`
+	RequestPath  *histogram.Sparse `json:"requestPath,omitempty"`
+	ResponsePath *histogram.Sparse `json:"responsePath,omitempty"`
+}
+
+// Each calls f with the name (the JSON key) and value of every histogram
+// present, in a fixed order.
+func (h *Histograms) Each(f func(name string, s *histogram.Sparse)) {
+	if h == nil {
+		return
+	}
+	for _, e := range []struct {
+		name string
+		s    *histogram.Sparse
+	}{{"proxyAdded", h.ProxyAdded}, {"edge", h.Edge}, {"app", h.App}, {"requestPath", h.RequestPath}, {"responsePath", h.ResponsePath}} {
+		if e.s != nil {
+			f(e.name, e.s)
+		}
+	}
 }
 
 // MeanOnly is a mean in milliseconds over Count requests.

@@ -160,7 +160,14 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		ProxyAdded:      percentiles(&a.ProxyAdded),
 		RequestPath:     percentiles(&a.RequestPath),
 		ResponsePath:    percentiles(&a.ResponsePath),
-		CPU:             []api.ContainerCPU{},
+		Histograms: &api.Histograms{
+			ProxyAdded:   sparse(&a.ProxyAdded),
+			Edge:         sparse(&a.Edge),
+			App:          sparse(&a.App),
+			RequestPath:  sparse(&a.RequestPath),
+			ResponsePath: sparse(&a.ResponsePath),
+		},
+		CPU: []api.ContainerCPU{},
 		Pairing: api.Pairing{
 			UnmatchedEdge:     a.Counts.UnmatchedEdge,
 			UnmatchedApp:      a.Counts.UnmatchedApp,
@@ -240,6 +247,16 @@ func percentiles(h *histogram.Histogram) api.Percentiles {
 		Max:   usMillis(h.Max()),
 		Mean:  usMillis(h.Mean()),
 	}
+}
+
+// sparse exports a histogram for the snapshot; nil when empty, to keep
+// idle windows' documents small.
+func sparse(h *histogram.Histogram) *histogram.Sparse {
+	if h.Count() == 0 {
+		return nil
+	}
+	s := h.Sparse()
+	return &s
 }
 
 // round2 keeps two decimals.

@@ -89,6 +89,60 @@ func TestSnapshotOfKnownDistribution(t *testing.T) {
 	}
 }
 
+// The snapshot carries the histograms behind its percentiles: imported
+// back, they give the same figures, so a reader merging pods computes what
+// the probe would have.
+func TestSnapshotCarriesHistograms(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	r := New(origin)
+	var counts pairing.Counts
+	for i := 1; i <= 500; i++ {
+		added := time.Duration(i*7) * time.Microsecond
+		res := pairing.Result{EdgeDuration: 3*time.Millisecond + added, AppDuration: 3 * time.Millisecond,
+			ProxyAdded: added, RequestPath: added / 3, ResponsePath: added - added/3, Method: pairing.ByContainment}
+		counts.Edge++
+		counts.Paired++
+		r.Record(origin.Add(time.Duration(i)*10*time.Millisecond), []pairing.Result{res}, Totals{Counts: counts})
+	}
+	s, err := r.Snapshot(origin.Add(10*time.Second), spec("10s"), Context{ProxyDetected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Histograms == nil {
+		t.Fatal("no histograms")
+	}
+	for _, c := range []struct {
+		name string
+		pct  api.Percentiles
+		sp   *histogram.Sparse
+	}{
+		{"proxyAdded", s.ProxyAdded, s.Histograms.ProxyAdded}, {"edge", s.Edge, s.Histograms.Edge},
+		{"app", s.App, s.Histograms.App}, {"requestPath", s.RequestPath, s.Histograms.RequestPath},
+		{"responsePath", s.ResponsePath, s.Histograms.ResponsePath},
+	} {
+		if c.sp == nil {
+			t.Fatalf("%s: histogram missing", c.name)
+		}
+		h, err := histogram.FromSparse(*c.sp)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := percentiles(h); got != c.pct {
+			t.Errorf("%s: from the histogram %+v, in the snapshot %+v", c.name, got, c.pct)
+		}
+	}
+	n := 0
+	s.Histograms.Each(func(string, *histogram.Sparse) { n++ })
+	if n != 5 {
+		t.Errorf("Each visited %d histograms", n)
+	}
+	// An idle window carries none.
+	s, _ = New(origin).Snapshot(origin.Add(time.Minute), spec("1m"), Context{})
+	if s.Histograms == nil || s.Histograms.ProxyAdded != nil || s.Histograms.Edge != nil {
+		t.Errorf("idle window histograms %+v", s.Histograms)
+	}
+}
+
 func TestStatus(t *testing.T) {
 	origin := time.Unix(0, 0)
 	later := origin.Add(time.Minute)

@@ -1,7 +1,8 @@
 // Package server is the probe's HTTP interface, on one port (:9464 by
 // default, MESH_PROBE_LISTEN):
 //
-//	GET /v1/snapshot?window=10s|1m|10m   one window's measurements, JSON (default window 1m)
+//	GET /v1/snapshot?window=10s|1m|10m   one window's measurements, JSON (default window 1m;
+//	                                     compact, indented with &pretty=true)
 //	GET /metrics                         Prometheus exposition (own registry, mesh_probe_*)
 //	GET /healthz                         200 while the process serves HTTP
 //	GET /readyz                          200 while the programs are attached and the
@@ -13,8 +14,8 @@
 //	{"apiVersion":"kubectl-mesh.io/v1alpha1","kind":"Status","code":400,
 //	 "message":"unknown window \"5m\": use one of 10s, 1m, 10m"}
 //
-// The snapshot document (probe/api.Snapshot), abridged; docs/probe.md
-// describes every field:
+// The snapshot document (probe/api.Snapshot), abridged and indented;
+// docs/probe.md describes every field:
 //
 //	{
 //	  "apiVersion": "kubectl-mesh.io/v1alpha1",
@@ -37,6 +38,9 @@
 //	  "requestPath":  {...},             proxy time on the way in
 //	  "responsePath": {...},             proxy time on the way out
 //	  "proxyAddedMean": {"count": 2455, "mean": 0.423},   includes ambiguous requests settled in total
+//	  "histograms": {"proxyAdded": {"buckets": [[1476, 3], [1477, 9], ...], "count": 2447,
+//	                 "sumNs": 1035081000, "minNs": 201000, "maxNs": 9802000}, "edge": {...}, ...},
+//	                                     the distributions behind the percentiles, mergeable across pods
 //	  "cpu": [{"cgroupId": 4711, "cgroup": "/kubepods.slice/.../cri-containerd-<id>.scope",
 //	           "containerId": "<id>", "name": "istio-proxy", "role": "proxy",
 //	           "millicores": 41.2, "cpuMsPer1000Requests": 167.8}],

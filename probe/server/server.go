@@ -46,7 +46,12 @@ func Handler(src Source, reg *prometheus.Registry) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
+		// Compact unless asked otherwise, as the Kubernetes API does: indenting the
+		// histograms' [index, count] pairs makes a snapshot five times larger, and the
+		// plugin reads hundreds of them through the API server.
+		if p := q.Get("pretty"); p == "true" || p == "1" {
+			enc.SetIndent("", "  ")
+		}
 		_ = enc.Encode(snap)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{

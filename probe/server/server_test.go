@@ -78,7 +78,7 @@ func TestSnapshotEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"apiVersion", "kind", "window", "start", "end", "requests", "rps", "edge", "app",
-		"proxyAdded", "requestPath", "responsePath", "cpu", "pairing", "proxyDetected", "status"} {
+		"proxyAdded", "requestPath", "responsePath", "cpu", "pairing", "proxyDetected", "status", "histograms"} {
 		if _, ok := raw[key]; !ok {
 			t.Errorf("field %q missing", key)
 		}
@@ -90,8 +90,20 @@ func TestSnapshotEndpoint(t *testing.T) {
 		}
 	}
 	// Default window.
-	if _, body := get(t, h, "/v1/snapshot"); !strings.Contains(string(body), `"window": "1m"`) {
+	if _, body := get(t, h, "/v1/snapshot"); !strings.Contains(string(body), `"window":"1m"`) {
 		t.Errorf("default window: %s", body)
+	}
+	// Compact by default; indented on request, the same document.
+	if strings.Contains(string(body), "\n ") {
+		t.Errorf("not compact: %.200s", body)
+	}
+	_, pretty := get(t, h, "/v1/snapshot?window=10s&pretty=true")
+	if !strings.Contains(string(pretty), "\n  \"apiVersion\": ") {
+		t.Errorf("pretty=true: not indented: %.200s", pretty)
+	}
+	var p api.Snapshot
+	if err := json.Unmarshal(pretty, &p); err != nil || p.Requests != s.Requests || p.Histograms == nil || p.Histograms.ProxyAdded.Count != 100 {
+		t.Errorf("pretty=true: %v %+v", err, p.Histograms)
 	}
 }
 
