@@ -13,6 +13,9 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/lab"
 )
 
+// keepLabEnv names the variable that keeps the lab up after the tests.
+const keepLabEnv = "MESH_E2E_KEEP_LAB"
+
 // broughtUp says TestMain started the lab and must remove it at the end.
 var broughtUp bool
 
@@ -45,7 +48,9 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Printf("e2e: lab up in %s (build %s, start %s, node ready %s, dns %s, smoke %s)\n",
 			time.Since(start).Round(time.Millisecond), t.Build, t.Start, t.NodeReady, t.DNS, t.Smoke)
-		broughtUp = true
+		// MESH_E2E_KEEP_LAB=1 leaves the lab running after the tests (and skips the teardown
+		// test), so that a developer can run one test again and again against the same lab.
+		broughtUp = os.Getenv(keepLabEnv) != "1"
 		code := m.Run()
 		if broughtUp {
 			if err := lb.Down(context.Background()); err != nil {

@@ -18,6 +18,9 @@ import (
 // no process, mount, namespace, cgroup, iptables rule or file behind.
 func TestZZLabCrashRecoveryAndDown(t *testing.T) {
 	l := newLab(t)
+	if os.Getenv(keepLabEnv) == "1" {
+		t.Skipf("%s=1: the lab is to stay up", keepLabEnv)
+	}
 	ctx := context.Background()
 	for _, p := range componentPIDs(t, l) {
 		_ = killNow(p.PID)

@@ -171,11 +171,12 @@ func deploymentAvailable(ctx context.Context, cs kubernetes.Interface, ns, name 
 	if d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= want && d.Status.UpdatedReplicas >= want {
 		return nil
 	}
-	return fmt.Errorf("deployment %s/%s: %d of %d replicas available%s", ns, name, d.Status.AvailableReplicas, want, podProblems(ctx, cs, ns, d.Spec.Selector))
+	return fmt.Errorf("deployment %s/%s: %d of %d replicas available%s", ns, name, d.Status.AvailableReplicas, want, PodProblems(ctx, cs, ns, d.Spec.Selector))
 }
 
-// podProblems explains why a workload's pods are not ready, for error messages.
-func podProblems(ctx context.Context, cs kubernetes.Interface, ns string, sel *metav1.LabelSelector) string {
+// PodProblems describes what keeps the selected pods from being ready ("" when nothing is
+// known), for error messages.
+func PodProblems(ctx context.Context, cs kubernetes.Interface, ns string, sel *metav1.LabelSelector) string {
 	if sel == nil {
 		return ""
 	}

@@ -162,7 +162,7 @@ func (lab *Lab) smokeTest(ctx context.Context, cs kubernetes.Interface) error {
 		return fmt.Errorf("lab: smoke: %w", err)
 	}
 	if err := WaitPodSucceeded(ctx, cs, ns, "smoke-client", 90*time.Second); err != nil {
-		return fmt.Errorf("lab: smoke test (a pod reaching a Service by DNS name) failed: %w%s", err, podProblems(ctx, cs, ns, d.Spec.Selector))
+		return fmt.Errorf("lab: smoke test (a pod reaching a Service by DNS name) failed: %w%s", err, PodProblems(ctx, cs, ns, d.Spec.Selector))
 	}
 	_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	return nil

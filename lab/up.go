@@ -82,7 +82,19 @@ func (lab *Lab) Up(ctx context.Context) (Timings, error) {
 	}
 	if ok, _ := lab.Running(); ok {
 		if err := lab.checkHealthy(ctx, 20*time.Second); err == nil {
-			lab.logf("lab is already up")
+			// The binaries may have been rebuilt since: import the images again (the same
+			// tags, new content), so that new pods run the current code. Running pods keep
+			// theirs until they are recreated.
+			images, err := lab.BuildImages()
+			if err != nil {
+				return t, err
+			}
+			for _, img := range images {
+				if err := image.Import(lab.ContainerdSocket(), img); err != nil {
+					return t, err
+				}
+			}
+			lab.logf("lab is already up; %d images refreshed", len(images))
 			t.Total = time.Since(start)
 			return t, nil
 		}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,20 +46,38 @@ func usage() {
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
-	listen := fs.String("listen", ":8080", "address to listen on")
+	listen := fs.String("listen", ":8080", "address to listen on; several, comma-separated, serve the same handler (a second port is how the demo reaches the app past its sidecar, as a mesh's excluded port does)")
 	st := fs.Duration("service-time", 0, "time spent on each request before answering")
 	size := fs.Int("payload-size", 0, "response body size in bytes (0: a one-line echo)")
 	_ = fs.Parse(args)
-	srv := &http.Server{Addr: *listen, Handler: &echo.Server{ServiceTime: *st, PayloadSize: *size}, ReadHeaderTimeout: 10 * time.Second}
+	h := &echo.Server{ServiceTime: *st, PayloadSize: *size}
+	var srvs []*http.Server
+	var lns []net.Listener
+	for _, addr := range strings.Split(*listen, ",") {
+		ln, err := net.Listen("tcp", strings.TrimSpace(addr))
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+		srvs = append(srvs, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		for _, srv := range srvs {
+			_ = srv.Shutdown(sctx)
+		}
 	}()
 	fmt.Printf("mesh-echo serving on %s (service time %s, payload %d bytes)\n", *listen, *st, *size)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	errs := make(chan error, len(srvs))
+	for i := range srvs {
+		go func() { errs <- srvs[i].Serve(lns[i]) }()
+	}
+	for range srvs {
+		if err := <-errs; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	return nil
 }

@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubectl-mesh/kubectl-mesh/lab"
+	"github.com/kubectl-mesh/kubectl-mesh/lab/demo"
 	"github.com/kubectl-mesh/kubectl-mesh/lab/forward"
 	"github.com/kubectl-mesh/kubectl-mesh/lab/netns"
+	"github.com/kubectl-mesh/kubectl-mesh/lab/sidecar"
 )
 
 func main() {
@@ -87,10 +90,18 @@ func newRoot() *cobra.Command {
 			},
 		},
 		&cobra.Command{
-			Use:   "build",
-			Short: "Build (or find cached) Kubernetes and CoreDNS binaries",
-			RunE: func(cmd *cobra.Command, _ []string) error {
+			Use:   "build [caddy]",
+			Short: "Build (or find cached) Kubernetes and CoreDNS binaries; `build caddy` builds the optional Caddy of the mesh-caddy image instead",
+			Args:  cobra.MaximumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
 				l := newLab()
+				if len(args) == 1 {
+					// Optional extras are named one by one, so a plain build never pays for them.
+					if args[0] != "caddy" {
+						return fmt.Errorf("build: unknown extra %q (known: caddy)", args[0])
+					}
+					return l.EnsureCaddy(os.Stdout)
+				}
 				if err := l.EnsureKube(os.Stdout); err != nil {
 					return err
 				}
@@ -114,8 +125,58 @@ func newRoot() *cobra.Command {
 			Run:   func(cmd *cobra.Command, _ []string) { fmt.Println(newLab().Kubeconfig()) },
 		},
 		newRelay(),
+		newDemoApp(),
 	)
 	return root
+}
+
+// newDemoApp deploys the demo application (lab/demo) for `make demo`: mesh-echo behind the
+// lab's sidecar, with the proxy's added delay and CPU cost as flags.
+func newDemoApp() *cobra.Command {
+	o := demo.Options{Sidecar: &sidecar.Options{}}
+	var noSidecar, caddy bool
+	cmd := &cobra.Command{
+		Use:   "demo-app -n NAMESPACE [--name echo] [--service-time 1ms] [--delay 1ms] [--cpu-per-request 200us]",
+		Short: "Deploy the demo application (mesh-echo behind the lab's sidecar proxy) and wait until it is available",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Namespace == "" {
+				return fmt.Errorf("name the namespace with -n")
+			}
+			if noSidecar {
+				o.Sidecar = nil
+			} else if caddy {
+				o.Sidecar.Proxy = sidecar.ProxyCaddy
+				// Caddy adds what it adds: the defaults of --delay and --cpu-per-request do not apply.
+				if !cmd.Flags().Changed("delay") {
+					o.Sidecar.Delay = 0
+				}
+				if !cmd.Flags().Changed("cpu-per-request") {
+					o.Sidecar.CPUPerRequest = 0
+				}
+			}
+			cs, err := newLab().Client()
+			if err != nil {
+				return err
+			}
+			if err := demo.Deploy(cmd.Context(), cs, o, 3*time.Minute); err != nil {
+				return err
+			}
+			fmt.Printf("demo app %s/%s available: svc/%s:%s through the sidecar, svc/%s:%s past it\n",
+				o.Namespace, o.Name, o.Name, demo.ServiceHTTP, o.Name, demo.ServiceDirect)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Namespace, "namespace", "n", "", "namespace (must exist)")
+	f.StringVar(&o.Name, "name", "echo", "name of the Deployment and Service")
+	f.Int32Var(&o.Replicas, "replicas", 1, "replicas")
+	f.DurationVar(&o.ServiceTime, "service-time", time.Millisecond, "the application's time per request")
+	f.DurationVar(&o.Sidecar.Delay, "delay", time.Millisecond, "delay the sidecar adds on the request path")
+	f.DurationVar(&o.Sidecar.CPUPerRequest, "cpu-per-request", 200*time.Microsecond, "CPU the sidecar burns per request")
+	f.BoolVar(&noSidecar, "no-sidecar", false, "deploy the application alone")
+	f.BoolVar(&caddy, "caddy", false, "unmodified Caddy as the sidecar proxy (image mesh-caddy: make caddy first); --delay and --cpu-per-request must be 0")
+	return cmd
 }
 
 // newRelay is the process that lets the host reach the API server: it listens on a loopback

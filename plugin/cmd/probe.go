@@ -29,7 +29,8 @@ func NewCmdProbe(flags *genericclioptions.ConfigFlags, streams genericiooptions.
 		Use:   "probe",
 		Short: "Install, remove or check kubectl-mesh's probe injector",
 	}
-	cmd.AddCommand(newCmdProbeInstall(flags, streams), newCmdProbeUninstall(flags, streams), newCmdProbeStatus(flags, streams))
+	cmd.AddCommand(newCmdProbeInstall(flags, streams), newCmdProbeUninstall(flags, streams), newCmdProbeStatus(flags, streams),
+		newCmdProbeToggle(flags, streams, true), newCmdProbeToggle(flags, streams, false))
 	return cmd
 }
 
@@ -83,7 +84,7 @@ func runOptions(ctx context.Context, o options) error {
 		return err
 	}
 	if err := o.Validate(); err != nil {
-		return err
+		return usageError{err}
 	}
 	return o.Run(ctx)
 }
@@ -130,6 +131,9 @@ func (o *ProbeInstallOptions) Run(ctx context.Context) error {
 	if err := checkReachable(o.client); err != nil {
 		return err
 	}
+	if err := waitNamespaceGone(ctx, o.client, manifests.Namespace, o.Timeout, o.Out); err != nil {
+		return err
+	}
 	if err := o.applier.Apply(ctx, o.objs); err != nil {
 		return err
 	}
@@ -138,6 +142,34 @@ func (o *ProbeInstallOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return waitWebhookReady(ctx, o.client, o.Timeout, o.Out)
+}
+
+// waitNamespaceGone waits while the namespace is being deleted (a recent uninstall): nothing can
+// be created in a terminating namespace, and the error would be a confusing "forbidden".
+func waitNamespaceGone(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration, out io.Writer) error {
+	deadline := time.Now().Add(timeout)
+	said := false
+	for {
+		ns, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && ns.DeletionTimestamp == nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !said {
+			fmt.Fprintf(out, "namespace %s is being deleted (an earlier uninstall); waiting for it to go\n", name)
+			said = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s is still being deleted after %s: check what holds it (kubectl get namespace %s -o yaml: status.conditions)", name, timeout, name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func clusterClient(flags *genericclioptions.ConfigFlags) (*rest.Config, kubernetes.Interface, error) {
@@ -241,6 +273,12 @@ func webhookProblem(ctx context.Context, cs kubernetes.Interface) string {
 
 // podTrouble names the first thing wrong with a pod, in words a user can act on.
 func podTrouble(p *corev1.Pod) string {
+	return podTroubleHint(p, "check --webhook-image/--probe-image and registry access")
+}
+
+// podTroubleHint is podTrouble with imageHint saying what to check when an image cannot be
+// pulled, which depends on who chose the image (our flags, or a mesh chart's values).
+func podTroubleHint(p *corev1.Pod, imageHint string) string {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
 			return "not scheduled: " + c.Message
@@ -250,7 +288,7 @@ func podTrouble(p *corev1.Pod) string {
 		if w := s.State.Waiting; w != nil {
 			switch w.Reason {
 			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
-				return fmt.Sprintf("cannot pull image %s (%s): check --webhook-image/--probe-image and registry access", s.Image, w.Reason)
+				return fmt.Sprintf("cannot pull image %s (%s): %s", s.Image, w.Reason, imageHint)
 			case "CrashLoopBackOff":
 				msg := "container " + s.Name + " keeps crashing"
 				if t := s.LastTerminationState.Terminated; t != nil && t.Message != "" {

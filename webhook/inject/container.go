@@ -17,7 +17,7 @@ import (
 // anything else in the container. The probe's per-mesh defaults cover what is not passed (proxy
 // UID, Istio's 127.0.0.6 inbound source, the proxy's own listener ports).
 const (
-	EnvMesh                 = "MESH_PROBE_MESH"                   // none | istio | linkerd
+	EnvMesh                 = "MESH_PROBE_MESH"                   // none | istio | linkerd | custom
 	EnvProxyContainer       = "MESH_PROBE_PROXY_CONTAINER"        // the proxy to attach to, by name
 	EnvProxyInboundPort     = "MESH_PROBE_PROXY_INBOUND_PORT"     // where inbound traffic is redirected
 	EnvProxyOutboundPort    = "MESH_PROBE_PROXY_OUTBOUND_PORT"    // where outbound traffic is redirected
@@ -68,13 +68,19 @@ func joinPorts(ports []int32) string {
 
 // appPorts lists the TCP ports the pod's own containers declare, sorted and unique: regular
 // containers and native sidecars, not run-to-completion init containers (they are gone before
-// traffic flows), and neither a mesh proxy nor the probe, so the list is the same before and
-// after either injector ran. UDP and SCTP ports are left out: the probe measures TCP requests.
+// traffic flows), and neither a mesh proxy (a custom one too) nor the probe, so the list is the
+// same before and after either injector ran. UDP and SCTP ports are left out: the probe measures
+// TCP requests.
 func appPorts(pod *corev1.Pod) []int32 {
 	var ports []int32
+	// A custom proxy's own ports are no more the application's than Envoy's are.
+	customProxy := pod.Annotations[AnnotationProxyContainer]
 	collect := func(c *corev1.Container) {
 		switch c.Name {
 		case IstioProxyContainer, LinkerdProxyContainer, ProbeContainerName:
+			return
+		}
+		if customProxy != "" && c.Name == customProxy {
 			return
 		}
 		for _, p := range c.Ports {
@@ -131,10 +137,10 @@ func probeContainer(cfg Config, native bool, env []corev1.EnvVar) corev1.Contain
 		// next to the workload it measures, and a namespace LimitRange cannot reject it for
 		// missing values.
 		Resources: *cfg.Resources.DeepCopy(),
-		// Readiness counts towards the pod's readiness (for native sidecars as well): while
-		// /readyz fails, the workload is out of its Services. That is why the webhook only
-		// injects configurations the probe accepts (validateProbeEnv).
-		ReadinessProbe: httpProbe("/readyz"),
+		// No readiness probe, on purpose: a container's readiness counts towards the pod's
+		// (native sidecars' too), so a probe that is restarting or not yet attached would take
+		// the workload out of its Services. Measuring must never cost the workload its traffic;
+		// the plugin reads the probe's health itself (/v1/snapshot, /readyz) and reports it.
 		// Liveness restarts only the probe, never the workload, when its HTTP server hangs.
 		LivenessProbe: httpProbe("/healthz"),
 		// The default path, set explicitly (defaulting again); FallbackToLogsOnError so a probe

@@ -150,7 +150,11 @@ func checkProbe(t testing.TB, pod *corev1.Pod, native bool) {
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != ProbePort || c.Ports[0].Name != ProbePortName {
 		t.Errorf("ports %+v", c.Ports)
 	}
-	for probe, path := range map[*corev1.Probe]string{c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
+	// No readiness probe: the probe's readiness would gate the workload's traffic.
+	if c.ReadinessProbe != nil {
+		t.Errorf("the probe has a readiness probe: while it restarts, the workload would leave its Services")
+	}
+	for probe, path := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz"} {
 		if probe != nil && probe.HTTPGet != nil && strings.HasPrefix(probe.HTTPGet.Path, "/app-health/"+ProbeContainerName+"/") {
 			continue // rewritten by Istio's injector to go through pilot-agent; that is fine
 		}

@@ -32,8 +32,8 @@ func TestReinvocationIstioNative(t *testing.T) {
 	})
 	pod.Annotations[annIstioStatus] = `{"initContainers":["istio-init","istio-proxy"]}`
 	probe := &pod.Spec.InitContainers[1]
-	probe.ReadinessProbe.HTTPGet.Path = "/app-health/mesh-probe/readyz"
-	probe.ReadinessProbe.HTTPGet.Port = intstr.FromInt32(15020)
+	probe.LivenessProbe.HTTPGet.Path = "/app-health/mesh-probe/livez"
+	probe.LivenessProbe.HTTPGet.Port = intstr.FromInt32(15020)
 	probe.Env = append(probe.Env, corev1.EnvVar{Name: "ISTIO_META_FOO", Value: "bar"})
 	doc := mustJSON(t, pod)
 
@@ -55,7 +55,7 @@ func TestReinvocationIstioNative(t *testing.T) {
 		t.Errorf("probe at initContainers[%d] is not right after istio-proxy: %v", i, containerNames(pod.Spec.InitContainers))
 	}
 	probe = &pod.Spec.InitContainers[i]
-	if probe.ReadinessProbe.HTTPGet.Path != "/app-health/mesh-probe/readyz" || env(probe, "ISTIO_META_FOO") != "bar" {
+	if probe.LivenessProbe.HTTPGet.Path != "/app-health/mesh-probe/livez" || env(probe, "ISTIO_META_FOO") != "bar" {
 		t.Error("the update undid Istio's changes to the probe container")
 	}
 	if env(probe, EnvMesh) != string(MeshIstio) || env(probe, EnvProxyContainer) != IstioProxyContainer {

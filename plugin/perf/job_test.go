@@ -1,0 +1,90 @@
+package perf
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubectl-mesh/kubectl-mesh/loadgen"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
+)
+
+func TestJobIsRestrictedAndUnprobed(t *testing.T) {
+	j := JobSpec{Namespace: "demo", Name: "r1", Run: "r1", Image: "img", Load: loadgen.Config{
+		URL: "http://echo.demo.svc:8080/", Protocol: loadgen.HTTP, QPS: 50, Connections: 2, Duration: 10 * time.Second, Warmup: time.Second,
+	}}.job()
+	pod := j.Spec.Template
+	if pod.Labels[inject.LabelProbe] != inject.ValueDisabled || pod.Annotations[inject.AnnotationProbe] != inject.ValueDisabled {
+		t.Errorf("the load generator must opt out of the probe: labels %v annotations %v", pod.Labels, pod.Annotations)
+	}
+	if *j.Spec.BackoffLimit != 0 {
+		t.Error("a retried run would measure a different run: backoffLimit must be 0")
+	}
+	c := pod.Spec.Containers[0]
+	sc := c.SecurityContext
+	if !*pod.Spec.SecurityContext.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("not restricted: %+v %+v", pod.Spec.SecurityContext, sc)
+	}
+	args := strings.Join(c.Args, " ")
+	for _, want := range []string{"--url=http://echo.demo.svc:8080/", "--qps=50", "--connections=2", "--duration=10s", "--warmup=1s", "--protocol=http"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %q lack %q", args, want)
+		}
+	}
+	if *j.Spec.ActiveDeadlineSeconds < 11 {
+		t.Errorf("deadline %d shorter than the run", *j.Spec.ActiveDeadlineSeconds)
+	}
+}
+
+func TestParseLog(t *testing.T) {
+	log := `{"kind":"LoadProgress","phase":"warmup","elapsedSeconds":1,"requests":10,"qps":10}
+{"level":"warn","msg":"something fortio says"}
+{"kind":"LoadProgress","phase":"load","elapsedSeconds":2,"requests":20,"qps":10,"final":true}
+{"kind":"LoadResult","requests":20,"actualQps":10,"latencyMs":{"p50":1.5}}
+`
+	var progress []loadgen.Progress
+	res, lastErr, err := parseLog(strings.NewReader(log), func(p loadgen.Progress) { progress = append(progress, p) })
+	if err != nil || res == nil || res.Requests != 20 || res.LatencyMs.P50 != 1.5 || lastErr != "" {
+		t.Fatalf("parseLog = %+v, %q, %v", res, lastErr, err)
+	}
+	if len(progress) != 2 || !progress[1].Final || progress[0].Phase != loadgen.PhaseWarmup {
+		t.Errorf("progress = %+v", progress)
+	}
+
+	failed := `{"level":"err","msg":"cannot connect"}
+mesh-loadgen: dial tcp 10.96.0.5:8080: connect: connection refused
+`
+	res, lastErr, err = parseLog(strings.NewReader(failed), nil)
+	if res != nil || err != nil || !strings.Contains(lastErr, "connection refused") {
+		t.Errorf("parseLog(failed) = %v, %q, %v; want the generator's own last line", res, lastErr, err)
+	}
+
+	if _, _, err := parseLog(strings.NewReader(`{"kind":"LoadResult","requests":"many"}`+"\n"), nil); err == nil {
+		t.Error("an unreadable result line must be an error, not a missing result")
+	}
+}
+
+func TestProbeWindow(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		d      time.Duration
+		window string
+		covers bool
+	}{
+		{5 * time.Second, "10s", true},
+		{9 * time.Second, "10s", true},
+		{10 * time.Second, "1m", true},
+		{50 * time.Second, "1m", true},
+		{51 * time.Second, "10m", true},
+		{9 * time.Minute, "10m", true},
+		{20 * time.Minute, "10m", false},
+	} {
+		s, covers := probeWindow(t0, t0.Add(tc.d))
+		if s.Name != tc.window || covers != tc.covers {
+			t.Errorf("probeWindow(%s) = %s %v, want %s %v", tc.d, s.Name, covers, tc.window, tc.covers)
+		}
+	}
+}
