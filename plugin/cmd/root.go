@@ -26,6 +26,7 @@ Exit codes: 0 done; 1 failed (the cause is the last line on stderr); 2 bad flags
 	flags.AddFlags(root.PersistentFlags())
 	// A malformed flag is a usage error (exit code 2), in every subcommand.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(NewCmdVersion(flags, streams), NewCmdProbe(flags, streams), NewCmdPerf(flags, streams), NewCmdOverhead(flags, streams))
+	root.AddCommand(NewCmdVersion(flags, streams), NewCmdProbe(flags, streams), NewCmdPerf(flags, streams), NewCmdOverhead(flags, streams),
+		NewCmdInstall(flags, streams), NewCmdUninstall(flags, streams), NewCmdStatus(flags, streams), NewCmdInject(flags, streams))
 	return root
 }
