@@ -234,3 +234,58 @@ func killProbe(l *lab.Lab, pod *corev1.Pod) error {
 	}
 	return fmt.Errorf("pod %s has no %s container status", pod.Name, inject.ProbeContainerName)
 }
+
+// TestCaddySidecar: an unmodified third-party proxy (Caddy, built here from its Go module) in the
+// sidecar position behind the same REDIRECT. There is no ground truth inside Caddy; the probe
+// must still see the proxy, pair every request, and measure a positive proxy-added time that the
+// client's with/without difference confirms within the client's noise.
+func TestCaddySidecar(t *testing.T) {
+	l := newLab(t)
+	cs := clientFor(t, l)
+	ctx := context.Background()
+	if err := l.EnsureCaddy(testWriter{t}); err != nil {
+		t.Fatalf("build caddy: %v", err)
+	}
+	// Up on a running lab imports the images again, mesh-caddy now included.
+	if _, err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "e2e-caddy"
+	mustPlugin(t, l, "probe", "install", "--timeout", "3m")
+	t.Cleanup(func() { plugin(context.Background(), t, l, "probe", "uninstall") })
+	makeNamespace(t, cs, ns, nil)
+	mustPlugin(t, l, "probe", "enable", "-n", ns)
+	o := demo.Options{Namespace: ns, Name: "echo", ServiceTime: time.Millisecond, Sidecar: &sidecar.Options{Proxy: sidecar.ProxyCaddy}}
+	if err := demo.Deploy(ctx, cs, o, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	mustPlugin(t, l, "perf", "run", "svc/echo:"+demo.ServiceHTTP, "-n", ns, "--baseline", "svc/echo:"+demo.ServiceDirect,
+		"--qps", "100", "--connections", "2", "--duration", "10s", "--warmup", "1s", "--name", "caddy", "--output-dir", "")
+	rec, docs, err := runstore.Store{Client: cs}.Get(ctx, ns, "caddy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o2 smps.OverheadReport
+	if err := smps.Decode(bytes.NewReader(docs[perf.DocOverhead]), &o2); err != nil {
+		t.Fatal(err)
+	}
+	if len(o2.Pods) != 1 || o2.Pods[0].ProxyAddedLatencyMs == nil {
+		t.Fatalf("no proxy-added latency measured for Caddy: %s", docs[perf.DocOverhead])
+	}
+	p := o2.Pods[0]
+	s := rec.Summary
+	added := p.ProxyAddedLatencyMs.P50
+	clientDiff := s.ClientP50 - *s.BaselineP50
+	t.Logf("caddy: probe proxy-added p50 %.3f ms p99 %.3f ms over %d requests (%d unmatched at the edge); client difference p50 %.3f ms",
+		added, p.ProxyAddedLatencyMs.P99, p.Requests, p.Unmatched.Edge, clientDiff)
+	if p.ProxyContainer != sidecar.ProxyContainerName || added <= 0 {
+		t.Errorf("proxy %q, proxy-added p50 %.3f ms", p.ProxyContainer, added)
+	}
+	// The measured requests: the run's and its warmup's, all seen by the probe.
+	if want := s.Requests; p.Requests+p.Unmatched.Edge < want {
+		t.Errorf("the probe accounted for %d (+%d unmatched) of the %d measured requests", p.Requests, p.Unmatched.Edge, want)
+	}
+	if tol := baselineTolerance(s); math.Abs(clientDiff-added) > tol {
+		t.Errorf("client-side difference %.3f ms and the probe's %.3f ms disagree by more than the client's noise %.3f ms", clientDiff, added, tol)
+	}
+}
