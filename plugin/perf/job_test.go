@@ -88,3 +88,17 @@ func TestProbeWindow(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseLog: the generator's log comes from a pod; whatever it holds, parsing never panics
+// and a result is only returned from a whole result line.
+func FuzzParseLog(f *testing.F) {
+	f.Add(`{"kind":"LoadProgress","phase":"load","requests":1}` + "\n" + `{"kind":"LoadResult","requests":2}` + "\n")
+	f.Add("mesh-loadgen: boom\n")
+	f.Add(`{"level":"err","msg":"x"}`)
+	f.Fuzz(func(t *testing.T, log string) {
+		res, _, _ := parseLog(strings.NewReader(log), func(loadgen.Progress) {})
+		if res != nil && !strings.Contains(log, loadgen.KindResult) {
+			t.Fatalf("a result from a log without a result line: %q", log)
+		}
+	})
+}
