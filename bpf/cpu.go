@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -124,27 +125,56 @@ func (p *CPUProbe) Usage() (map[uint64]time.Duration, error) {
 	return out, nil
 }
 
-// DiscoverAncestry asks the kernel for the cgroup v2 ancestors of the
-// cgroup self, from the root (index 0, the level) down to self. A process in
-// a cgroup namespace (the default for containers on cgroup v2) sees its own
-// cgroup as the root of /sys/fs/cgroup and cannot name its pod's cgroup
-// from the filesystem; the sched_switch program reads it with
-// bpf_get_current_ancestor_cgroup_id when a task of self switches out.
-//
-// Call it before SetFilter: it puts the program in discovery mode, attaching
-// it if needed, and leaves it there (nothing is accounted) until SetFilter
-// replaces the configuration. Some thread of self must be scheduled before
-// timeout: the caller's own sleeps do that when self is its own cgroup.
-func (p *CPUProbe) DiscoverAncestry(self uint64, timeout time.Duration) ([]uint64, error) {
-	if self == 0 {
-		return nil, errors.New("discover cgroup ancestry: cgroup id 0")
+// Process names a process to the sched_switch program by its tgid as seen
+// in a pid namespace: a containerized probe knows its pid only in its own
+// pid namespace (it has no hostPID), and the kernel translates.
+type Process struct {
+	Tgid uint32
+	// PidNSDev and PidNSIno identify the pid namespace: the device
+	// (kernel dev_t encoding, major<<20 | minor) and inode of its nsfs
+	// file, /proc/PID/ns/pid.
+	PidNSDev, PidNSIno uint64
+}
+
+// SelfProcess names the calling process in its own pid namespace.
+func SelfProcess() (Process, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return Process{}, fmt.Errorf("stat own pid namespace: %w", err)
 	}
-	for level := uint32(0); level < CPUMaxLevels; level++ {
+	// stat(2) reports st_dev in the userspace encoding; the helper
+	// compares the superblock's kernel dev_t (MKDEV: major<<20 | minor).
+	dev := uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
+	return Process{Tgid: uint32(os.Getpid()), PidNSDev: dev, PidNSIno: st.Ino}, nil
+}
+
+// DiscoverAncestry asks the kernel for the cgroup v2 of a process and that
+// cgroup's ancestors: the ids from the root (index 0, the level) down to
+// the process's own cgroup (the last one). The probe cannot always read its
+// own cgroup from the filesystem: inside a cgroup namespace (the default
+// for containers on cgroup v2) /sys/fs/cgroup shows its own cgroup as the
+// root, and on hybrid v1/v2 hosts the runtime mounts no cgroup2 into the
+// container at all, though it does place the container in the v2
+// hierarchy. The sched_switch program reads the ids with
+// bpf_get_current_cgroup_id and bpf_get_current_ancestor_cgroup_id when a
+// thread of the process switches out.
+//
+// Call it before SetFilter: it puts the program in discovery mode,
+// attaching it if needed, and leaves it there (nothing is accounted) until
+// SetFilter replaces the configuration. Some thread of the process must be
+// scheduled before timeout: the caller's own sleeps do that when it names
+// itself (SelfProcess).
+func (p *CPUProbe) DiscoverAncestry(proc Process, timeout time.Duration) ([]uint64, error) {
+	if proc.Tgid == 0 || proc.PidNSIno == 0 {
+		return nil, fmt.Errorf("discover cgroup ancestry: invalid process %+v", proc)
+	}
+	for level := uint32(0); level <= cpuAncestrySelf; level++ {
 		if err := p.objs.Ancestry.Put(level, uint64(0)); err != nil {
 			return nil, fmt.Errorf("clear ancestry: %w", err)
 		}
 	}
-	if err := p.objs.CpuFilter.Put(uint32(0), CpuCpuConfig{DiscoverCgroupId: self}); err != nil {
+	cfg := CpuCpuConfig{DiscoverTgid: proc.Tgid, DiscoverPidnsDev: proc.PidNSDev, DiscoverPidnsIno: proc.PidNSIno}
+	if err := p.objs.CpuFilter.Put(uint32(0), cfg); err != nil {
 		return nil, fmt.Errorf("start cgroup discovery: %w", err)
 	}
 	if p.link == nil {
@@ -154,29 +184,54 @@ func (p *CPUProbe) DiscoverAncestry(self uint64, timeout time.Duration) ([]uint6
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		var ids []uint64
-		for level := uint32(0); level < CPUMaxLevels; level++ {
-			var id uint64
-			if err := p.objs.Ancestry.Lookup(level, &id); err != nil {
-				return nil, fmt.Errorf("read ancestry: %w", err)
-			}
-			if id == 0 {
-				break
-			}
-			ids = append(ids, id)
-			if id == self {
-				return ids, nil
-			}
+		ids, err := p.readAncestry()
+		if err != nil || ids != nil {
+			return ids, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("discover cgroup ancestry: no task of cgroup %d was scheduled within %v", self, timeout)
+			return nil, fmt.Errorf("discover cgroup ancestry: no thread of process %d was scheduled within %v", proc.Tgid, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// CPUMaxLevels is the deepest cgroup level DiscoverAncestry reports.
+// readAncestry returns the discovered ancestry, or nil while it is not
+// complete.
+func (p *CPUProbe) readAncestry() ([]uint64, error) {
+	var self uint64
+	if err := p.objs.Ancestry.Lookup(uint32(cpuAncestrySelf), &self); err != nil {
+		return nil, fmt.Errorf("read ancestry: %w", err)
+	}
+	if self == 0 {
+		return nil, nil
+	}
+	var ids []uint64
+	for level := uint32(0); level < CPUMaxLevels; level++ {
+		var id uint64
+		if err := p.objs.Ancestry.Lookup(level, &id); err != nil {
+			return nil, fmt.Errorf("read ancestry: %w", err)
+		}
+		if id == 0 {
+			// Not visible yet (the levels are written before self,
+			// but another CPU may observe the stores out of order):
+			// the next switch writes them again.
+			return nil, nil
+		}
+		ids = append(ids, id)
+		if id == self {
+			return ids, nil
+		}
+	}
+	return nil, fmt.Errorf("discover cgroup ancestry: cgroup %d is deeper than %d levels", self, CPUMaxLevels)
+}
+
+// CPUMaxLevels is the deepest cgroup level DiscoverAncestry reports
+// (CPU_MAX_LEVELS in c/common.h).
 const CPUMaxLevels = 32
+
+// cpuAncestrySelf is the ancestry map's index of the discovered cgroup's
+// own id (CPU_ANCESTRY_SELF in c/common.h).
+const cpuAncestrySelf = CPUMaxLevels
 
 // CPUStats are the sched_switch program's counters summed over CPUs.
 type CPUStats struct {

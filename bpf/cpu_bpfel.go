@@ -17,13 +17,20 @@ type CpuCpuConfig struct {
 	_                structs.HostLayout
 	AncestorCgroupId uint64
 	AncestorLevel    uint32
-	Pad              uint32
-	DiscoverCgroupId uint64
+	DiscoverTgid     uint32
+	DiscoverPidnsDev uint64
+	DiscoverPidnsIno uint64
 }
 
 type CpuCpuKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
+}
+
+type CpuCpuSlice struct {
+	_         structs.HostLayout
+	Task      uint64
+	RuntimeNs uint64
 }
 
 type CpuCpuStat uint32
@@ -45,8 +52,8 @@ const (
 	CpuMapAncestry       = "ancestry"
 	CpuMapCpuFilter      = "cpu_filter"
 	CpuMapCpuNs          = "cpu_ns"
+	CpuMapCpuSlice       = "cpu_slice"
 	CpuMapCpuStats       = "cpu_stats"
-	CpuMapLastSwitchNs   = "last_switch_ns"
 	CpuProgOnSchedSwitch = "on_sched_switch"
 	CpuVarUnusedCpuStat  = "unused_cpu_stat"
 )
@@ -100,11 +107,11 @@ type CpuProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CpuMapSpecs struct {
-	Ancestry     *ebpf.MapSpec `ebpf:"ancestry"`
-	CpuFilter    *ebpf.MapSpec `ebpf:"cpu_filter"`
-	CpuNs        *ebpf.MapSpec `ebpf:"cpu_ns"`
-	CpuStats     *ebpf.MapSpec `ebpf:"cpu_stats"`
-	LastSwitchNs *ebpf.MapSpec `ebpf:"last_switch_ns"`
+	Ancestry  *ebpf.MapSpec `ebpf:"ancestry"`
+	CpuFilter *ebpf.MapSpec `ebpf:"cpu_filter"`
+	CpuNs     *ebpf.MapSpec `ebpf:"cpu_ns"`
+	CpuSlice  *ebpf.MapSpec `ebpf:"cpu_slice"`
+	CpuStats  *ebpf.MapSpec `ebpf:"cpu_stats"`
 }
 
 // CpuVariableSpecs contains global variables before they are loaded into the kernel.
@@ -134,11 +141,11 @@ func (o *CpuObjects) Close() error {
 //
 // It can be passed to LoadCpuObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CpuMaps struct {
-	Ancestry     *ebpf.Map `ebpf:"ancestry"`
-	CpuFilter    *ebpf.Map `ebpf:"cpu_filter"`
-	CpuNs        *ebpf.Map `ebpf:"cpu_ns"`
-	CpuStats     *ebpf.Map `ebpf:"cpu_stats"`
-	LastSwitchNs *ebpf.Map `ebpf:"last_switch_ns"`
+	Ancestry  *ebpf.Map `ebpf:"ancestry"`
+	CpuFilter *ebpf.Map `ebpf:"cpu_filter"`
+	CpuNs     *ebpf.Map `ebpf:"cpu_ns"`
+	CpuSlice  *ebpf.Map `ebpf:"cpu_slice"`
+	CpuStats  *ebpf.Map `ebpf:"cpu_stats"`
 }
 
 func (m *CpuMaps) Close() error {
@@ -146,8 +153,8 @@ func (m *CpuMaps) Close() error {
 		m.Ancestry,
 		m.CpuFilter,
 		m.CpuNs,
+		m.CpuSlice,
 		m.CpuStats,
-		m.LastSwitchNs,
 	)
 }
 

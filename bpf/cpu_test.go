@@ -19,6 +19,10 @@ import (
 const burnEnv = "KMESH_TEST_BURN_CPU_MS"
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv(pingPongEnv); v != "" {
+		pingPong(v == "first")
+		os.Exit(0)
+	}
 	if v := os.Getenv(burnEnv); v != "" {
 		var msec int
 		if _, err := fmt.Sscan(v, &msec); err != nil {
@@ -46,6 +50,30 @@ func burnCPU(d time.Duration) {
 	}
 	if x == 0 { // keep the loop from being optimised away
 		os.Exit(4)
+	}
+}
+
+// pingPongEnv makes the test binary, re-executed as a child, bounce a byte
+// with a partner over the pipes it inherits (read end fd 3, write end fd 4)
+// pingPongRounds times: a task that runs in many short slices, as a proxy
+// does. "first" sends first.
+const pingPongEnv = "KMESH_TEST_PING_PONG"
+
+const pingPongRounds = 20000
+
+func pingPong(first bool) {
+	buf := make([]byte, 1)
+	for i := 0; i < pingPongRounds; i++ {
+		if !first || i > 0 {
+			if _, err := unix.Read(3, buf); err != nil {
+				os.Exit(2)
+			}
+		}
+		// The partner reads one byte less than it is sent: the last
+		// write may find it gone.
+		if _, err := unix.Write(4, buf); err != nil && i < pingPongRounds-1 {
+			os.Exit(3)
+		}
 	}
 }
 
@@ -179,4 +207,119 @@ func TestCPUFilterForPath(t *testing.T) {
 	if _, err := CPUFilterForPath(sub, dir); err == nil {
 		t.Error("a directory outside the root was accepted")
 	}
+}
+
+// A task that runs in many short slices (a ping-pong over pipes with a
+// partner outside the filtered cgroup) is charged what the cgroup's own
+// cpu.stat says: the program charges the scheduler's runtime, not the time
+// between switches, which fell short by about a microsecond per slice.
+func TestCPUAccountingShortSlices(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Mount(t)
+	name := fmt.Sprintf("kmesh-cpu-slices-%d-%d", os.Getpid(), time.Now().UnixNano())
+	pod, other := filepath.Join(root, name), filepath.Join(root, name+"-other")
+	dir := filepath.Join(pod, "container")
+	for _, d := range []string{dir, other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{dir, pod, other} {
+			_ = os.Remove(d)
+		}
+	})
+	filter, err := CPUFilterForPath(root, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := CgroupID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadCPUProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.SetFilter(filter); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Attach(); err != nil {
+		t.Fatal(err)
+	}
+
+	r1, w1, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(cgroupDir, role string, r, w *os.File) *exec.Cmd {
+		cg, err := os.Open(cgroupDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), pingPongEnv+"="+role)
+		cmd.ExtraFiles = []*os.File{r, w}
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	before, err := cgroupUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(dir, "first", r1, w2)
+	b := start(other, "second", r2, w1)
+	for _, f := range []*os.File{r1, w1, r2, w2} {
+		f.Close()
+	}
+	for _, c := range []*exec.Cmd{a, b} {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("ping-pong child: %v", err)
+		}
+	}
+	after, err := cgroupUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := after - before
+	usage, err := p.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := usage[id]
+	t.Logf("%d rounds: accounted %v, cgroup cpu.stat %v", pingPongRounds, got, want)
+	// cpu.stat is in microseconds.
+	if d := got - want; d > want/100+time.Millisecond || d < -want/100-time.Millisecond {
+		t.Errorf("accounted %v, cgroup cpu.stat %v: more than 1%% apart", got, want)
+	}
+	if len(usage) != 1 {
+		t.Errorf("usage for %d cgroups, want only the filtered one: %v", len(usage), usage)
+	}
+}
+
+// cgroupUsage reads usage_usec from a cgroup v2 directory's cpu.stat.
+func cgroupUsage(dir string) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			var us int64
+			if _, err := fmt.Sscan(v, &us); err != nil {
+				return 0, err
+			}
+			return time.Duration(us) * time.Microsecond, nil
+		}
+	}
+	return 0, fmt.Errorf("no usage_usec in %s/cpu.stat", dir)
 }

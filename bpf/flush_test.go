@@ -144,8 +144,9 @@ func TestEdgeServerCgroup(t *testing.T) {
 	}
 }
 
-// The kernel's view of a cgroup's ancestry matches the directories of the
-// cgroup v2 hierarchy: a child born three levels down is found there.
+// The kernel's view of a process's cgroup ancestry matches the directories
+// of the cgroup v2 hierarchy: a child born three levels down, named by its
+// pid in this process's pid namespace, is found there.
 func TestDiscoverAncestry(t *testing.T) {
 	requireRoot(t)
 	root := cgroup2Mount(t)
@@ -159,10 +160,6 @@ func TestDiscoverAncestry(t *testing.T) {
 			_ = os.Remove(d)
 		}
 	})
-	self, err := CgroupID(leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cg, err := os.Open(leaf)
 	if err != nil {
 		t.Fatal(err)
@@ -182,16 +179,30 @@ func TestDiscoverAncestry(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ids, derr := p.DiscoverAncestry(self, 5*time.Second)
+	proc, err := SelfProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc.Tgid = uint32(cmd.Process.Pid)
+	ids, derr := p.DiscoverAncestry(proc, 5*time.Second)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
 	if derr != nil {
 		t.Fatal(derr)
 	}
-	want := []string{root, top, filepath.Dir(leaf), leaf}
+	checkAncestry(t, ids, []string{root, top, filepath.Dir(leaf), leaf})
+	if usage, err := p.Usage(); err != nil || len(usage) != 0 {
+		t.Errorf("discovery accounted CPU: %v %v", usage, err)
+	}
+}
+
+// checkAncestry compares discovered ids with the inodes of the directories
+// from the root down.
+func checkAncestry(t *testing.T, ids []uint64, want []string) {
+	t.Helper()
 	if len(ids) != len(want) {
-		t.Fatalf("ancestry %v, want %d levels", ids, len(want))
+		t.Fatalf("ancestry %v, want %d levels (%v)", ids, len(want), want)
 	}
 	for level, path := range want {
 		id, err := CgroupID(path)
@@ -202,7 +213,57 @@ func TestDiscoverAncestry(t *testing.T) {
 			t.Errorf("level %d: kernel says %d, %s has id %d", level, ids[level], path, id)
 		}
 	}
-	if usage, err := p.Usage(); err != nil || len(usage) != 0 {
-		t.Errorf("discovery accounted CPU: %v %v", usage, err)
+}
+
+// A process discovers its own cgroup, wherever it is (on this host: the
+// cgroup /proc/self/cgroup names), without knowing its id beforehand: the
+// probe's case inside a container that shows it no cgroup2 mount.
+func TestDiscoverAncestrySelf(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Mount(t)
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			path = p
+		}
+	}
+	if path == "" {
+		t.Skip("no cgroup v2 line in /proc/self/cgroup")
+	}
+	want := []string{root}
+	if rel := strings.Trim(path, "/"); rel != "" {
+		dir := root
+		for _, el := range strings.Split(rel, "/") {
+			dir = filepath.Join(dir, el)
+			want = append(want, dir)
+		}
+	}
+	if _, err := os.Stat(want[len(want)-1]); err != nil {
+		t.Skipf("own cgroup not visible under %s (cgroup namespace?): %v", root, err)
+	}
+	p, err := LoadCPUProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	proc, err := SelfProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := p.DiscoverAncestry(proc, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAncestry(t, ids, want)
+
+	// A pid that is not in this pid namespace is never found.
+	bogus := proc
+	bogus.PidNSIno++
+	if _, err := p.DiscoverAncestry(bogus, 200*time.Millisecond); err == nil {
+		t.Error("discovered a process in a pid namespace that does not exist")
 	}
 }

@@ -151,16 +151,26 @@ struct cpu_config {
 	__u64 ancestor_cgroup_id;
 	/* Level of ancestor_cgroup_id in the cgroup v2 tree (root is 0). */
 	__u32 ancestor_level;
-	__u32 _pad;
-	/* Non-zero: discovery mode. Nothing is accounted; when a task of this
-	 * cgroup switches out, the ids of its ancestors are written to the
-	 * ancestry map. A probe inside a cgroup namespace sees its own cgroup
-	 * as the root and cannot name its pod's cgroup from the filesystem;
-	 * the kernel can. */
-	__u64 discover_cgroup_id;
+	/* Non-zero: discovery mode. Nothing is accounted; when a thread of the
+	 * process with this tgid, as numbered in the pid namespace
+	 * (discover_pidns_dev, discover_pidns_ino), switches out, its cgroup v2
+	 * and that cgroup's ancestors are written to the ancestry map.
+	 * The process is named by pid, not by cgroup id, because the probe
+	 * often cannot learn its own cgroup id from the filesystem: inside a
+	 * cgroup namespace its cgroup is the root of what it sees, and on a
+	 * hybrid v1/v2 host the container runtime mounts no cgroup2 into the
+	 * container at all. The kernel knows both. */
+	__u32 discover_tgid;
+	/* The pid namespace's device (kernel dev_t, major << 20 | minor) and
+	 * inode, as bpf_get_ns_current_pid_tgid() takes them. */
+	__u64 discover_pidns_dev;
+	__u64 discover_pidns_ino;
 };
 
 /* Depth of the ancestry map: cgroup levels recorded by discovery. */
 #define CPU_MAX_LEVELS 32
+/* Index in the ancestry map of the discovered cgroup's own id, written
+ * after its ancestors: non-zero there means the levels are complete. */
+#define CPU_ANCESTRY_SELF CPU_MAX_LEVELS
 
 #endif /* KMESH_COMMON_H */

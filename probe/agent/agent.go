@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -60,8 +61,8 @@ type Options struct {
 	Interface string
 	// PodCgroup is the pod's cgroup directory under the cgroup v2 mount.
 	// Empty: the parent of the probe's own cgroup, found from the kernel
-	// (bpf.CPUProbe.DiscoverAncestry), which works inside a cgroup
-	// namespace too.
+	// by the probe's pid (bpf.CPUProbe.DiscoverAncestry), which works
+	// inside a cgroup namespace and without any cgroup2 mount too.
 	PodCgroup string
 
 	// ScanInterval: how often the ring buffer is drained and the idle scan
@@ -246,6 +247,11 @@ func (a *Agent) startCPU() error {
 	if err != nil {
 		return err
 	}
+	if self.OutsideV2() {
+		// Every container of the node would share one cgroup v2 id:
+		// refuse rather than charge the runtime's CPU to the proxy.
+		return fmt.Errorf("the container runtime left this container out of the cgroup v2 hierarchy (cgroup v1 cpu %s, v2 %s): cgroup v2 ids do not tell the pod's containers apart", self.V1CPU, self.Path)
+	}
 	a.self, a.selfID = self, self.ID
 	a.cpu, err = bpf.LoadCPUProbe()
 	if err != nil {
@@ -253,41 +259,64 @@ func (a *Agent) startCPU() error {
 	}
 	var filter bpf.CPUFilter
 	if a.opts.PodCgroup != "" {
+		if !self.Visible() {
+			return fmt.Errorf("pod cgroup %s given, but no cgroup2 mount shows this process's cgroup %s", a.opts.PodCgroup, self.Path)
+		}
 		if filter, err = bpf.CPUFilterForPath(self.Mount, a.opts.PodCgroup); err != nil {
 			return err
 		}
 		a.podDir = a.opts.PodCgroup
-	} else {
-		// The kernel knows the real ancestry even when a cgroup
-		// namespace hides it from the filesystem.
-		ids, err := a.cpu.DiscoverAncestry(self.ID, 5*time.Second)
-		if err != nil {
-			return err
+		return a.startAccounting(filter) // discovery attaches it otherwise
+	}
+	// The kernel knows the real ancestry even when a cgroup namespace
+	// hides it from the filesystem, or no cgroup2 is mounted at all.
+	proc, err := bpf.SelfProcess()
+	if err != nil {
+		return err
+	}
+	ids, err := a.cpu.DiscoverAncestry(proc, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	level := len(ids) - 1
+	if own := ids[level]; own != self.ID {
+		if self.ID != 0 {
+			a.log.Warn("the kernel names another cgroup than the filesystem: trusting the kernel", "kernel", own, "filesystem", self.ID, "dir", self.Dir)
 		}
-		level := len(ids) - 1
-		switch {
-		case level == 0:
-			// Not in a pod (a test or a node-level run): there is no
-			// pod cgroup to keep to.
-			a.log.Warn("the probe runs in the root cgroup: accounting CPU of every cgroup, not one pod's")
-			a.notes = append(a.notes, "the probe runs in the root cgroup: CPU is reported for every cgroup of the node")
-			filter = bpf.CPUFilter{AncestorID: ids[0], Level: 0}
-		case self.Namespaced():
-			filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
-			a.notes = append(a.notes, "the probe's cgroup namespace hides the pod's cgroup paths: containers are listed by cgroup id")
-		default:
-			filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
-			parent := filepath.Dir(self.Dir)
-			if id, err := cgroups.ID(parent); err == nil && id == filter.AncestorID {
-				a.podDir = parent
-			}
+		a.selfID = own
+	}
+	switch {
+	case level == 0:
+		// Not in a pod (a test or a node-level run): there is no
+		// pod cgroup to keep to.
+		a.log.Warn("the probe runs in the root cgroup: accounting CPU of every cgroup, not one pod's")
+		a.notes = append(a.notes, "the probe runs in the root cgroup: CPU is reported for every cgroup of the node")
+		filter = bpf.CPUFilter{AncestorID: ids[0], Level: 0}
+	case !self.Visible():
+		filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
+		a.notes = append(a.notes, "no cgroup v2 is mounted in the probe's container (hybrid cgroup v1/v2 host): containers are listed by cgroup id")
+	case self.Namespaced():
+		filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
+		a.notes = append(a.notes, "the probe's cgroup namespace hides the pod's cgroup paths: containers are listed by cgroup id")
+	default:
+		filter = bpf.CPUFilter{AncestorID: ids[level-1], Level: uint32(level - 1)}
+		parent := filepath.Dir(self.Dir)
+		if id, err := cgroups.ID(parent); err == nil && id == filter.AncestorID {
+			a.podDir = parent
 		}
 	}
+	return a.startAccounting(filter)
+}
+
+// startAccounting leaves discovery (or the unattached state) for
+// accounting below filter.
+func (a *Agent) startAccounting(filter bpf.CPUFilter) error {
 	if err := a.cpu.SetFilter(filter); err != nil {
 		return err
 	}
+	a.log.Info("accounting CPU below the pod's cgroup", "pod_cgroup_id", filter.AncestorID, "level", filter.Level, "probe_cgroup_id", a.selfID)
 	if a.opts.PodCgroup != "" {
-		return a.cpu.Attach() // discovery attached it otherwise
+		return a.cpu.Attach()
 	}
 	return nil
 }
@@ -443,6 +472,10 @@ func (a *Agent) sample() {
 		c := a.known[id]
 		if l, ok := listed[id]; ok {
 			c.Cgroup, c.ContainerID = l.Path, l.ContainerID
+		} else if id == a.selfID && a.self.Path != "/" && c.Cgroup == "" {
+			// Its own path is in /proc/self/cgroup even when no
+			// cgroup2 mount shows the pod's directory (hybrid hosts).
+			c.Cgroup, c.ContainerID = a.self.Path, cgroups.ContainerID(path.Base(a.self.Path))
 		}
 		c.CgroupID = id
 		a.known[id] = c

@@ -125,6 +125,10 @@ var Features = []Feature{
 		func() error {
 			return features.HaveProgramHelper(ebpf.RawTracepoint, asm.FnGetCurrentAncestorCgroupId)
 		}},
+	{"bpf_get_ns_current_pid_tgid", "kernel 5.7+", "find the probe's own cgroup by its pid when the filesystem does not show it (cgroup namespace, hybrid cgroup v1/v2 host)",
+		func() error {
+			return features.HaveProgramHelper(ebpf.RawTracepoint, asm.FnGetNsCurrentPidTgid)
+		}},
 	{"bpf_skb_cgroup_id", "CONFIG_SOCK_CGROUP_DATA, kernel 4.18+", "tell the proxy's container by the sockets answering on the service ports",
 		func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnSkbCgroupId) }},
 }

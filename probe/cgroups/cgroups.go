@@ -3,8 +3,8 @@
 //
 // The probe runs as a container of the pod it measures, so its own cgroup's
 // parent is the pod's cgroup and its siblings are the other containers
-// (application, sidecar proxy, the sandbox's pause container). Two layouts
-// occur:
+// (application, sidecar proxy, the sandbox's pause container). Three
+// layouts occur:
 //
 //   - No cgroup namespace (or a host cgroupfs): /proc/self/cgroup's "0::"
 //     line gives the full path, the pod directory is visible and the
@@ -13,8 +13,17 @@
 //     or the bare id with the cgroupfs driver).
 //   - A private cgroup namespace (the default for containers on cgroup v2):
 //     the line is "0::/", /sys/fs/cgroup is the probe's own cgroup and the
-//     pod's is not visible. Its id and level then come from the kernel
-//     (bpf.CPUProbe.DiscoverAncestry); siblings are known by id only.
+//     pod's is not visible.
+//   - A hybrid v1/v2 host (cgroup v1 controllers, v2 at
+//     /sys/fs/cgroup/unified): containers get no cgroup namespace, so the
+//     "0::" line gives the full path, but runc mounts only the v1
+//     controllers into the container, each showing the container's own
+//     cgroup: no cgroup2 mount at all. runc still places the container in
+//     the v2 hierarchy (a directory per container under the pod's), which is
+//     what the kernel's cgroup ids name.
+//
+// In the last two the ids and levels come from the kernel
+// (bpf.CPUProbe.DiscoverAncestry); siblings are known by id only.
 //
 // Container names cannot be read from cgroups at all; the caller names the
 // cgroups it can identify (the proxy's, from the sockets answering on the
@@ -27,8 +36,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,7 +49,8 @@ import (
 // Self is the calling process's cgroup v2.
 type Self struct {
 	// Mount is where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup,
-	// or /sys/fs/cgroup/unified on hybrid hosts).
+	// or /sys/fs/cgroup/unified on hybrid hosts); "" when no cgroup2 mount
+	// shows the process's cgroup (inside a container on a hybrid host).
 	Mount string
 	// MountRoot is the cgroup the mount shows at its top, as a path from
 	// the namespace root ("/" normally).
@@ -46,16 +58,38 @@ type Self struct {
 	// Path is the process's cgroup as /proc/self/cgroup shows it: relative
 	// to the cgroup namespace root, "/" inside a private namespace.
 	Path string
-	// Dir is the process's cgroup directory under Mount.
+	// Dir is the process's cgroup directory under Mount; "" with Mount.
 	Dir string
 	// ID is the cgroup v2 id (the directory's inode number), what
-	// bpf_get_current_cgroup_id reports.
+	// bpf_get_current_cgroup_id reports; 0 when Dir is "" (the kernel
+	// still knows it: bpf.CPUProbe.DiscoverAncestry).
 	ID uint64
+	// V1CPU is the process's cgroup in the v1 cpu controller on v1 and
+	// hybrid hosts, as /proc/self/cgroup shows it; "" on pure v2 hosts.
+	V1CPU string
 }
+
+// Visible reports whether the process's cgroup v2 directory is mounted
+// where it can see it.
+func (s Self) Visible() bool { return s.Dir != "" }
 
 // Namespaced reports whether the process sees its own cgroup as the top of
 // the mount: its parent (the pod) is then not visible.
-func (s Self) Namespaced() bool { return filepath.Clean(s.Dir) == filepath.Clean(s.Mount) }
+func (s Self) Namespaced() bool {
+	return s.Visible() && filepath.Clean(s.Dir) == filepath.Clean(s.Mount)
+}
+
+// OutsideV2 reports whether the container runtime left the process's
+// container out of the cgroup v2 hierarchy: its v1 cpu cgroup is a
+// container's, its v2 cgroup is not that container's (it stayed where the
+// runtime runs, typically the root or the runtime's service). The kernel's
+// cgroup v2 ids then do not tell the pod's containers apart.
+func (s Self) OutsideV2() bool {
+	if s.V1CPU == "" || ContainerID(path.Base(s.V1CPU)) == "" {
+		return false
+	}
+	return path.Base(s.V1CPU) != path.Base(s.Path)
+}
 
 // FindSelf reads /proc/self/cgroup and /proc/self/mountinfo.
 func FindSelf() (Self, error) {
@@ -73,23 +107,36 @@ func FindSelf() (Self, error) {
 	if err != nil {
 		return Self{}, err
 	}
-	if s.ID, err = ID(s.Dir); err != nil {
-		return Self{}, err
+	if s.Visible() {
+		if s.ID, err = ID(s.Dir); err != nil {
+			return Self{}, err
+		}
 	}
 	return s, nil
 }
 
-// ErrNoCgroup2 means the host has no cgroup v2 hierarchy for this process.
-var ErrNoCgroup2 = errors.New("no cgroup v2: the probe needs the unified cgroup hierarchy (cgroup v2, or the hybrid layout's /sys/fs/cgroup/unified) to account CPU per container")
+// ErrNoCgroup2 means the host uses no cgroup v2 hierarchy at all: the
+// kernel omits /proc/self/cgroup's "0::" line until cgroup2 is mounted
+// somewhere (a cgroup v1-only host), and no runtime placed containers in it.
+var ErrNoCgroup2 = errors.New("no cgroup v2 (no \"0::\" line in /proc/self/cgroup: a cgroup v1-only host): the probe accounts CPU per container by cgroup v2 id, which needs the unified hierarchy (cgroup v2, or the hybrid layout's /sys/fs/cgroup/unified)")
 
-// parseSelf combines /proc/self/cgroup and /proc/self/mountinfo.
+// parseSelf combines /proc/self/cgroup and /proc/self/mountinfo. A missing
+// cgroup2 mount is not an error: the process's cgroup is known, only not
+// visible (Mount and Dir stay empty).
 func parseSelf(cgroupFile, mountinfo io.Reader) (Self, error) {
 	var s Self
 	sc := bufio.NewScanner(cgroupFile)
 	found := false
 	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+		// hierarchy-id:controllers:path; v2 is "0::path".
+		id, rest, _ := strings.Cut(sc.Text(), ":")
+		controllers, p, ok := strings.Cut(rest, ":")
+		switch {
+		case !ok:
+		case id == "0" && controllers == "":
 			s.Path, found = p, true
+		case slices.Contains(strings.Split(controllers, ","), "cpu"):
+			s.V1CPU = p
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -131,7 +178,7 @@ func parseSelf(cgroupFile, mountinfo io.Reader) (Self, error) {
 	if err := sc.Err(); err != nil {
 		return s, err
 	}
-	return s, fmt.Errorf("%w (no cgroup2 mount showing %s in /proc/self/mountinfo)", ErrNoCgroup2, s.Path)
+	return s, nil
 }
 
 // below returns path relative to root when path is root or below it.
