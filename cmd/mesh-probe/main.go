@@ -16,10 +16,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kubectl-mesh/kubectl-mesh/internal/version"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/agent"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/config"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/server"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
 )
 
 func main() {
@@ -45,22 +49,28 @@ func run() int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	// SIGTERM (the kubelet stopping the pod) detaches everything.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mesh-probe:", err)
-		return 2
+		if *netns != "" {
+			return 2 // run by hand: say it and stop
+		}
+		return serveUnavailable(ctx, config.DefaultListen, fmt.Errorf("configuration: %w", err))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
 
-	// SIGTERM (the kubelet stopping the pod) detaches everything.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a, err := agent.Start(agent.Options{Config: cfg, NetNS: *netns, Logger: log})
 	if err != nil {
 		log.Error("cannot start the probe", "err", err)
-		return 1
+		if *netns != "" {
+			return 1
+		}
+		return serveUnavailable(ctx, cfg.Listen, err)
 	}
 	serr := server.Serve(ctx, cfg.Listen, server.Handler(a, a.Metrics().Registry), nil)
 	cerr := a.Close()
@@ -70,3 +80,25 @@ func run() int {
 	}
 	return 0
 }
+
+// serveUnavailable keeps a probe that cannot measure running, answering every request with why.
+// Exiting would be worse than useless in a pod: a container that keeps crashing is not ready, a
+// pod with a container that is not ready leaves its Services, and measuring must never cost the
+// workload its traffic. So the pod keeps serving and `kubectl mesh overhead` shows the cause.
+func serveUnavailable(ctx context.Context, listen string, cause error) int {
+	src := unavailable{cause}
+	if err := server.Serve(ctx, listen, server.Handler(src, prometheus.NewRegistry()), nil); err != nil {
+		fmt.Fprintln(os.Stderr, "mesh-probe:", err)
+		return 1
+	}
+	return 0
+}
+
+// unavailable is the source of a probe that could not start.
+type unavailable struct{ cause error }
+
+func (u unavailable) Snapshot(window.Spec) (api.Snapshot, error) {
+	return api.Snapshot{}, fmt.Errorf("the probe is not measuring: %w", u.cause)
+}
+
+func (u unavailable) Ready() error { return u.cause }
