@@ -446,13 +446,23 @@ func TestEndToEndCPUPerContainer(t *testing.T) {
 	}
 	// The probe charges the child's last slice when it switches out for
 	// good; the next CPU sample then shows it.
-	// Wait for the counter to stop moving: the child has exited, so once
-	// its last slice is in, nothing more comes.
+	// Wait until the counter reaches cpu.stat's figure, or stops moving for
+	// a good while: the child has exited, so once its last slice is in,
+	// nothing more comes. (Two equal reads 300 ms apart were not enough on a
+	// busy machine: the probe's sampler itself can be that late.)
 	var got, prev float64
+	still := 0
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
 		got = r.cpuSeconds(t, burnerID)
-		if got > 0 && got == prev {
+		if got >= 0.99*usage.Seconds() {
 			break
+		}
+		if got > 0 && got == prev {
+			if still++; still >= 10 {
+				break
+			}
+		} else {
+			still = 0
 		}
 		prev = got
 	}
