@@ -32,6 +32,14 @@ func installWebhook(t testing.TB, l *lab.Lab, cs kubernetes.Interface, extraArgs
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A previous test's uninstall may still be deleting the namespace.
+	waitFor(t, 2*time.Minute, "namespace "+manifests.Namespace+" not terminating", func() error {
+		ns, err := cs.CoreV1().Namespaces().Get(ctx, manifests.Namespace, metav1.GetOptions{})
+		if err == nil && ns.DeletionTimestamp != nil {
+			return fmt.Errorf("still terminating")
+		}
+		return nil
+	})
 	objs, err := manifests.Render(manifests.Options{ExtraWebhookArgs: extraArgs})
 	if err != nil {
 		t.Fatal(err)
