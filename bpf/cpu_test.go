@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 )
 
 // burnEnv makes the test binary, re-executed as a child, burn the given
@@ -28,29 +30,12 @@ func TestMain(m *testing.M) {
 		if _, err := fmt.Sscan(v, &msec); err != nil {
 			os.Exit(2)
 		}
-		burnCPU(time.Duration(msec) * time.Millisecond)
+		if err := fixture.BurnProcessCPU(time.Duration(msec) * time.Millisecond); err != nil {
+			os.Exit(3)
+		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func burnCPU(d time.Duration) {
-	x := uint64(1)
-	for {
-		for i := 0; i < 1_000_000; i++ {
-			x = x*6364136223846793005 + 1442695040888963407
-		}
-		var ru unix.Rusage
-		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-			os.Exit(3)
-		}
-		if time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) >= d {
-			break
-		}
-	}
-	if x == 0 { // keep the loop from being optimised away
-		os.Exit(4)
-	}
 }
 
 // pingPongEnv makes the test binary, re-executed as a child, bounce a byte

@@ -243,9 +243,6 @@ func newCmdPerfReport(flags *genericclioptions.ConfigFlags, streams genericioopt
 			if err != nil {
 				return err
 			}
-			if err := checkReachable(cs); err != nil {
-				return err
-			}
 			rec, docs, err := runstore.Store{Client: cs}.Get(cmd.Context(), ns, args[0])
 			if err != nil {
 				return explainForbidden(err, "get configmaps", ns)
@@ -287,9 +284,6 @@ func newCmdPerfList(flags *genericclioptions.ConfigFlags, streams genericiooptio
 			if all {
 				ns = ""
 			}
-			if err := checkReachable(cs); err != nil {
-				return err
-			}
 			runs, err := runstore.Store{Client: cs}.List(cmd.Context(), ns, selector)
 			if err != nil {
 				return explainForbidden(err, "list configmaps", ns)
@@ -323,9 +317,6 @@ func newCmdPerfGet(flags *genericclioptions.ConfigFlags, streams genericiooption
 			}
 			ns, cs, err := namespacedClient(flags)
 			if err != nil {
-				return err
-			}
-			if err := checkReachable(cs); err != nil {
 				return err
 			}
 			rec, docs, err := runstore.Store{Client: cs}.Get(cmd.Context(), ns, args[0])
@@ -374,9 +365,6 @@ func newCmdPerfCompare(flags *genericclioptions.ConfigFlags, streams genericioop
 			if err != nil {
 				return err
 			}
-			if err := checkReachable(cs); err != nil {
-				return err
-			}
 			var recs [2]*runstore.Record
 			for i, a := range args {
 				rns, name := ns, a
@@ -408,9 +396,6 @@ func newCmdPerfDelete(flags *genericclioptions.ConfigFlags, streams genericioopt
 			if err != nil {
 				return err
 			}
-			if err := checkReachable(cs); err != nil {
-				return err
-			}
 			var errs []error
 			for _, name := range args {
 				if err := (runstore.Store{Client: cs}).Delete(cmd.Context(), ns, name); err != nil {
@@ -424,13 +409,17 @@ func newCmdPerfDelete(flags *genericclioptions.ConfigFlags, streams genericioopt
 	}
 }
 
+// namespacedClient is the namespace the flags select and a client of a cluster that answers.
 func namespacedClient(flags *genericclioptions.ConfigFlags) (string, kubernetes.Interface, error) {
 	ns, _, err := flags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot load kubeconfig: %w", err)
 	}
 	_, cs, err := clusterClient(flags)
-	return ns, cs, err
+	if err != nil {
+		return "", nil, err
+	}
+	return ns, cs, checkReachable(cs)
 }
 
 func docNames(docs map[string][]byte) []string {
