@@ -1,22 +1,16 @@
 package bpf
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os/exec"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 )
@@ -52,267 +46,6 @@ func newPod(t *testing.T) *pod {
 	c.ip(t, "link", "set", "eth0", "up")
 	p.ip(t, "link", "set", "eth0", "up")
 	return &pod{client: c, pod: p, eth0: p.ifindex(t, "eth0")}
-}
-
-// proxyFixture is a minimal HTTP/1.1 sidecar: one upstream connection per
-// downstream connection, a hold before forwarding the request and another
-// before returning the response.
-//
-// Its residence time for a request is measured with its own sockets'
-// kernel timestamps: from the receive timestamp of the request (when the
-// packet reached the pod, so time queued in the socket before the proxy
-// woke up counts, as it does for a real proxy) to the transmit timestamp of
-// the forwarded request, plus from the receive timestamp of the
-// application's last response bytes to the transmit timestamp of the
-// response sent on. The probe sees the same packets from TC hooks instead.
-type proxyFixture struct {
-	ns                  *netns
-	upstream            string
-	reqDelay, respDelay time.Duration
-
-	mu        sync.Mutex
-	residence []time.Duration
-	reqPath   []time.Duration
-	respPath  []time.Duration
-	errs      []error
-}
-
-// realtimeOffset is CLOCK_REALTIME - CLOCK_MONOTONIC, read as a pair as
-// close together as possible.
-func realtimeOffset() int64 {
-	m1 := clockNs(unix.CLOCK_MONOTONIC)
-	r := clockNs(unix.CLOCK_REALTIME)
-	m2 := clockNs(unix.CLOCK_MONOTONIC)
-	return r - (m1+m2)/2
-}
-
-func clockNs(clock int32) int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(clock, &ts); err != nil {
-		panic(err)
-	}
-	return ts.Nano()
-}
-
-// stampedConn is a TCP connection whose kernel timestamps the fixture
-// reads: the receive time of the data each read returned (SO_TIMESTAMPNS)
-// and the time the data of the latest write left through the device
-// (SO_TIMESTAMPING, software transmit timestamp from the error queue). All
-// in CLOCK_MONOTONIC ns, the probe's clock.
-type stampedConn struct {
-	net.Conn
-	raw   syscall.RawConn
-	oob   []byte
-	last  int64 // receive time of the latest read
-	first int64 // receive time of the first read since reset
-}
-
-// setTimestamps turns on receive timestamps (SO_TIMESTAMPNS) and software
-// transmit timestamps (SO_TIMESTAMPING).
-func setTimestamps(c syscall.Conn) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-		if serr == nil {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING,
-				unix.SOF_TIMESTAMPING_TX_SOFTWARE|unix.SOF_TIMESTAMPING_SOFTWARE|unix.SOF_TIMESTAMPING_OPT_TSONLY)
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
-func newStampedConn(c net.Conn) (*stampedConn, error) {
-	tc := c.(*net.TCPConn)
-	if err := setTimestamps(tc); err != nil {
-		return nil, err
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	return &stampedConn{Conn: c, raw: raw, oob: make([]byte, 512)}, nil
-}
-
-// monotonicStamp converts a kernel CLOCK_REALTIME timespec. The offset is
-// sampled at each conversion rather than once: a VM's realtime clock gets
-// slewed and stepped.
-func monotonicStamp(b []byte) int64 {
-	sec := int64(binary.NativeEndian.Uint64(b[0:]))
-	nsec := int64(binary.NativeEndian.Uint64(b[8:]))
-	return sec*1e9 + nsec - realtimeOffset()
-}
-
-func (s *stampedConn) Read(p []byte) (int, error) {
-	var n, oobn int
-	var rerr error
-	err := s.raw.Read(func(fd uintptr) bool {
-		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), p, s.oob, 0)
-		return rerr != unix.EAGAIN
-	})
-	if err != nil {
-		return 0, err
-	}
-	if rerr != nil {
-		return 0, rerr
-	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	msgs, err := unix.ParseSocketControlMessage(s.oob[:oobn])
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
-			s.last = monotonicStamp(m.Data)
-			if s.first == 0 {
-				s.first = s.last
-			}
-		}
-	}
-	return n, nil
-}
-
-// sentAt returns the transmit timestamp of the latest write, draining the
-// error queue. Loopback and veth transmit inside the write syscall, so the
-// timestamp is queued by the time the write returns.
-func (s *stampedConn) sentAt() (int64, error) {
-	var stamp int64
-	var rerr error
-	buf := make([]byte, 1)
-	if err := s.raw.Control(func(fd uintptr) {
-		for {
-			_, oobn, _, _, err := unix.Recvmsg(int(fd), buf, s.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-			if err != nil {
-				if err != unix.EAGAIN {
-					rerr = err
-				}
-				return
-			}
-			msgs, err := unix.ParseSocketControlMessage(s.oob[:oobn])
-			if err != nil {
-				rerr = err
-				return
-			}
-			for _, m := range msgs {
-				// struct scm_timestamping: ts[0] is the software stamp.
-				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPING && len(m.Data) >= 16 {
-					stamp = monotonicStamp(m.Data)
-				}
-			}
-		}
-	}); err != nil {
-		return 0, err
-	}
-	if rerr != nil {
-		return 0, rerr
-	}
-	if stamp == 0 {
-		return 0, errors.New("no transmit timestamp for a write")
-	}
-	return stamp, nil
-}
-
-func (f *proxyFixture) serve(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go f.handle(c)
-	}
-}
-
-func (f *proxyFixture) fail(err error) {
-	f.mu.Lock()
-	f.errs = append(f.errs, err)
-	f.mu.Unlock()
-}
-
-func (f *proxyFixture) handle(downConn net.Conn) {
-	defer downConn.Close()
-	upConn, err := f.ns.dial(f.upstream)
-	if err != nil {
-		f.fail(err)
-		return
-	}
-	defer upConn.Close()
-	down, err := newStampedConn(downConn)
-	if err != nil {
-		f.fail(err)
-		return
-	}
-	up, err := newStampedConn(upConn)
-	if err != nil {
-		f.fail(err)
-		return
-	}
-	dr, ur := bufio.NewReader(down), bufio.NewReader(up)
-	dw, uw := bufio.NewWriter(down), bufio.NewWriter(up)
-	for {
-		down.first = 0
-		req, err := http.ReadRequest(dr)
-		if err != nil {
-			return // client closed
-		}
-		arrived := down.first
-		if arrived == 0 {
-			f.fail(errors.New("no receive timestamp for a request"))
-			return
-		}
-		time.Sleep(f.reqDelay)
-		if err := req.Write(uw); err != nil {
-			f.fail(err)
-			return
-		}
-		if err := uw.Flush(); err != nil {
-			f.fail(err)
-			return
-		}
-		forwarded, err := up.sentAt()
-		if err != nil {
-			f.fail(err)
-			return
-		}
-		resp, err := http.ReadResponse(ur, req)
-		if err != nil {
-			f.fail(err)
-			return
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			f.fail(err)
-			return
-		}
-		answered := up.last
-		time.Sleep(f.respDelay)
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		if err := resp.Write(dw); err != nil {
-			f.fail(err)
-			return
-		}
-		if err := dw.Flush(); err != nil {
-			f.fail(err)
-			return
-		}
-		returned, err := down.sentAt()
-		if err != nil {
-			f.fail(err)
-			return
-		}
-		f.mu.Lock()
-		f.residence = append(f.residence, time.Duration(forwarded-arrived+returned-answered))
-		f.reqPath = append(f.reqPath, time.Duration(forwarded-arrived))
-		f.respPath = append(f.respPath, time.Duration(returned-answered))
-		f.mu.Unlock()
-	}
 }
 
 func median(d []time.Duration) time.Duration {
@@ -409,42 +142,32 @@ func testProxyAdded(t *testing.T, redirect bool) {
 		}
 		listenPort = "15006"
 	}
-	fx := &proxyFixture{
-		ns: p.pod, upstream: "127.0.0.1:9080",
-		reqDelay: 200 * time.Microsecond, respDelay: 100 * time.Microsecond,
-	}
-	ln := p.pod.listen(t, net.JoinHostPort(podAddr, listenPort))
-	// Timestamp on the listener, so that accepted connections have it
-	// from their first segment on.
-	if err := setTimestamps(ln.(*net.TCPListener)); err != nil {
+	// The proxy fixture (internal/fixture) keeps its own kernel-timestamped
+	// account of every request's residence: the ground truth.
+	fx, err := fixture.StartProxy(&fixture.Netns{Name: p.pod.name, Path: p.pod.path},
+		net.JoinHostPort(podAddr, listenPort), "127.0.0.1:9080", 200*time.Microsecond, 100*time.Microsecond)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// The kernel starts timestamping packets through a static key that
-	// a workqueue flips: give it time before the first request.
-	time.Sleep(100 * time.Millisecond)
-	go fx.serve(ln)
+	t.Cleanup(func() { _ = fx.Close() })
 
 	// run drives the load and pairs what the probe saw.
 	type fixtureTruth struct{ residence, reqPath, respPath []time.Duration }
 	run := func(t *testing.T, conns, perConn int) ([]pairing.Result, pairing.Counts, fixtureTruth) {
-		fx.mu.Lock()
-		fx.residence, fx.reqPath, fx.respPath = nil, nil, nil
-		fx.mu.Unlock()
-		defer func() {
-			if t.Failed() {
-				fx.mu.Lock()
-				t.Logf("proxy fixture errors: %v", fx.errs)
-				fx.mu.Unlock()
-			}
-		}()
+		if _, err := fx.Take(); err != nil {
+			t.Fatalf("proxy fixture: %v", err)
+		}
 		p.drive(t, "8080", conns, perConn)
 		evs := drainEvents(t, rd, 500*time.Millisecond)
-		fx.mu.Lock()
-		truth := fixtureTruth{slices.Clone(fx.residence), slices.Clone(fx.reqPath), slices.Clone(fx.respPath)}
-		errs := slices.Clone(fx.errs)
-		fx.mu.Unlock()
-		if len(errs) > 0 {
-			t.Fatalf("proxy fixture: %v", errs)
+		rs, err := fx.Take()
+		if err != nil {
+			t.Fatalf("proxy fixture: %v", err)
+		}
+		var truth fixtureTruth
+		for _, r := range rs {
+			truth.residence = append(truth.residence, r.Total())
+			truth.reqPath = append(truth.reqPath, r.RequestPath)
+			truth.respPath = append(truth.respPath, r.ResponsePath)
 		}
 		n := conns * perConn
 		if len(truth.residence) != n {
