@@ -245,7 +245,7 @@ func newCmdPerfReport(flags *genericclioptions.ConfigFlags, streams genericioopt
 			}
 			rec, docs, err := runstore.Store{Client: cs}.Get(cmd.Context(), ns, args[0])
 			if err != nil {
-				return explainForbidden(err, "get configmaps", ns)
+				return perf.ExplainForbidden(err, "get configmaps", ns)
 			}
 			if file == "" {
 				file = rec.Name + ".html"
@@ -286,7 +286,7 @@ func newCmdPerfList(flags *genericclioptions.ConfigFlags, streams genericiooptio
 			}
 			runs, err := runstore.Store{Client: cs}.List(cmd.Context(), ns, selector)
 			if err != nil {
-				return explainForbidden(err, "list configmaps", ns)
+				return perf.ExplainForbidden(err, "list configmaps", ns)
 			}
 			for i := range runs {
 				runs[i].Status = effectiveStatus(cmd.Context(), cs, &runs[i])
@@ -321,7 +321,7 @@ func newCmdPerfGet(flags *genericclioptions.ConfigFlags, streams genericiooption
 			}
 			rec, docs, err := runstore.Store{Client: cs}.Get(cmd.Context(), ns, args[0])
 			if err != nil {
-				return explainForbidden(err, "get configmaps", ns)
+				return perf.ExplainForbidden(err, "get configmaps", ns)
 			}
 			rec.Status = effectiveStatus(cmd.Context(), cs, rec)
 			if show != "" {
@@ -372,7 +372,7 @@ func newCmdPerfCompare(flags *genericclioptions.ConfigFlags, streams genericioop
 					rns, name = before, after
 				}
 				if recs[i], _, err = (runstore.Store{Client: cs}).Get(cmd.Context(), rns, name); err != nil {
-					return explainForbidden(err, "get configmaps", rns)
+					return perf.ExplainForbidden(err, "get configmaps", rns)
 				}
 				if recs[i].Summary == nil {
 					return fmt.Errorf("run %s/%s has no result (%s): nothing to compare", rns, name, recs[i].Status)
@@ -399,7 +399,7 @@ func newCmdPerfDelete(flags *genericclioptions.ConfigFlags, streams genericioopt
 			var errs []error
 			for _, name := range args {
 				if err := (runstore.Store{Client: cs}).Delete(cmd.Context(), ns, name); err != nil {
-					errs = append(errs, explainForbidden(err, "delete configmaps", ns))
+					errs = append(errs, perf.ExplainForbidden(err, "delete configmaps", ns))
 					continue
 				}
 				fmt.Fprintf(streams.Out, "run %s deleted\n", name)

@@ -274,16 +274,3 @@ func validateLabel(k, v string) error {
 	}
 	return nil
 }
-
-// explainForbidden names the permission a Forbidden error lacks.
-func explainForbidden(err error, verbResource, namespace string) error {
-	if !apierrors.IsForbidden(err) {
-		return err
-	}
-	where := "in namespace " + namespace
-	flag := " -n " + namespace
-	if namespace == "" {
-		where, flag = "in all namespaces", " -A"
-	}
-	return fmt.Errorf("permission denied: cannot %s %s (kubectl auth can-i %s%s)", verbResource, where, verbResource, flag)
-}

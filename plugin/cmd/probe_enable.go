@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/manifests"
+	"github.com/kubectl-mesh/kubectl-mesh/plugin/perf"
 	"github.com/kubectl-mesh/kubectl-mesh/plugin/probes"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
@@ -99,7 +100,7 @@ func (o *ProbeToggleOptions) Run(ctx context.Context) error {
 		return fmt.Errorf("namespace %s not found", o.namespace)
 	}
 	if err != nil {
-		return explainForbidden(err, "get namespaces", o.namespace)
+		return perf.ExplainForbidden(err, "get namespaces", o.namespace)
 	}
 	labels := map[string]any{inject.LabelProbe: nil}
 	if o.Enable {
@@ -170,7 +171,7 @@ func (w workload) String() string { return w.Kind + "/" + w.Name }
 func (o *ProbeToggleOptions) staleWorkloads(ctx context.Context) ([]workload, []string, error) {
 	pods, err := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, explainForbidden(err, "list pods", o.namespace)
+		return nil, nil, perf.ExplainForbidden(err, "list pods", o.namespace)
 	}
 	seen := map[workload]bool{}
 	var stale []workload

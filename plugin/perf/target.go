@@ -108,7 +108,7 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, t Target, namespace s
 				r.Note = fmt.Sprintf("no Service %s/%s: only the client's view is reported", ns, name)
 				return r, nil
 			}
-			return nil, explainAPIError(err, "get services", ns)
+			return nil, ExplainForbidden(err, "get services", ns)
 		}
 		port := t.URL.Port()
 		if port == "" {
@@ -127,7 +127,7 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, t Target, namespace s
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("service %s not found in namespace %s (kubectl get svc -n %s)", t.Service, namespace, namespace)
 		}
-		return nil, explainAPIError(err, "get services", namespace)
+		return nil, ExplainForbidden(err, "get services", namespace)
 	}
 	sp, err := servicePort(svc, t.Port)
 	if err != nil {
@@ -189,7 +189,7 @@ func endpointPods(ctx context.Context, cs kubernetes.Interface, svc *corev1.Serv
 	}
 	slices, err := cs.DiscoveryV1().EndpointSlices(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
 	if err != nil {
-		return nil, explainAPIError(err, "list endpointslices", svc.Namespace)
+		return nil, ExplainForbidden(err, "list endpointslices", svc.Namespace)
 	}
 	seen := map[string]bool{}
 	var pods []corev1.Pod
@@ -207,7 +207,7 @@ func endpointPods(ctx context.Context, cs kubernetes.Interface, svc *corev1.Serv
 				if apierrors.IsNotFound(err) {
 					continue // deleted since the slice was written
 				}
-				return nil, explainAPIError(err, "get pods", svc.Namespace)
+				return nil, ExplainForbidden(err, "get pods", svc.Namespace)
 			}
 			pods = append(pods, *p)
 		}
@@ -219,10 +219,16 @@ func endpointPods(ctx context.Context, cs kubernetes.Interface, svc *corev1.Serv
 	return pods, nil
 }
 
-// explainAPIError turns a Forbidden into the permission the user lacks.
-func explainAPIError(err error, verbResource, namespace string) error {
-	if apierrors.IsForbidden(err) {
-		return fmt.Errorf("permission denied: cannot %s in namespace %s (ask for it, or check with: kubectl auth can-i %s -n %s)", verbResource, namespace, verbResource, namespace)
+// ExplainForbidden names the permission a Forbidden error lacks and the command that checks it
+// (namespace "" means all namespaces); other errors are returned as they are.
+func ExplainForbidden(err error, verbResource, namespace string) error {
+	if !apierrors.IsForbidden(err) {
+		return err
 	}
-	return err
+	where := "in namespace " + namespace
+	flag := " -n " + namespace
+	if namespace == "" {
+		where, flag = "in all namespaces", " -A"
+	}
+	return fmt.Errorf("permission denied: cannot %s %s (kubectl auth can-i %s%s)", verbResource, where, verbResource, flag)
 }
