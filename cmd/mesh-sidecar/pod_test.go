@@ -81,7 +81,7 @@ func TestSidecarInPod(t *testing.T) {
 	const n = 20
 	get(t, client, appURL, n)
 
-	s := stats(t, client, adminURL+"/stats?list=true")
+	s := statsOnce(t, client, adminURL+"/stats?list=true", n)
 	if s.Requests != n || s.TotalRequests != n || s.Errors != 0 {
 		t.Fatalf("proxy saw %d requests (%d in total, %d errors: %s), want %d: not everything went through it",
 			s.Requests, s.TotalRequests, s.Errors, s.LastError, n)
@@ -105,7 +105,7 @@ func TestSidecarInPod(t *testing.T) {
 	// A window by time, then a reset.
 	mark := time.Now()
 	get(t, client, appURL, 5)
-	if s := stats(t, client, adminURL+"/stats?since="+mark.UTC().Format(time.RFC3339Nano)); s.Requests != 5 || s.TotalRequests != n+5 {
+	if s := statsOnce(t, client, adminURL+"/stats?since="+mark.UTC().Format(time.RFC3339Nano), n+5); s.Requests != 5 || s.TotalRequests != n+5 {
 		t.Errorf("since %s: %d requests (%d in total), want 5 (%d)", mark, s.Requests, s.TotalRequests, n+5)
 	}
 	resp, err := client.Post(adminURL+"/reset", "", nil)
@@ -242,6 +242,21 @@ func get(t *testing.T, c *http.Client, url string, n int) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "hello from the app") {
 			t.Fatalf("GET %s: %d %q", url, resp.StatusCode, body)
 		}
+	}
+}
+
+// statsOnce reads the proxy's stats once it has recorded total requests, or after 5 s: the
+// proxy records a request after the client has its answer, so a read right after the last
+// response can miss it.
+func statsOnce(t *testing.T, c *http.Client, url string, total int) account.Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := stats(t, c, url)
+		if s.TotalRequests >= uint64(total) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
