@@ -185,10 +185,25 @@ func (p *Pairer) Add(ev exchange.Event) {
 		n.id = id
 	}
 	if isEdge {
-		p.edges = append(p.edges, n)
+		p.edges = insertByStart(p.edges, n)
 	} else {
-		p.apps = append(p.apps, n)
+		p.apps = insertByStart(p.apps, n)
 	}
+}
+
+// insertByStart keeps pending exchanges sorted by request start, so that
+// Resolve finds the ones it can decide as a prefix. Exchanges arrive nearly
+// in that order (each is emitted when its connection's next request starts,
+// or by the idle scan), so the search from the back stops after a few steps.
+func insertByStart(nodes []*node, n *node) []*node {
+	i := len(nodes)
+	for i > 0 && nodes[i-1].ev.RequestStart > n.ev.RequestStart {
+		i--
+	}
+	nodes = append(nodes, nil)
+	copy(nodes[i+1:], nodes[i:])
+	nodes[i] = n
+	return nodes
 }
 
 // ProxyDetected reports whether any app-leg exchange was seen.
@@ -242,50 +257,57 @@ func causal(edge, app *exchange.Event) bool {
 }
 
 func (p *Pairer) resolve(cutoff uint64) []Result {
-	ne, na := len(p.edges), len(p.apps)
+	// Only exchanges that started by the cutoff can belong to a group
+	// that ended by it, and they form a prefix of each pending list (kept
+	// sorted by start, see insertByStart). Leaving the rest out changes
+	// no decision: an exchange that started after the cutoff ended after
+	// it, and so did every exchange it can be linked with (an edge
+	// contains its app partner, so that partner started after the cutoff
+	// too, and an app's partner edge ends after the app). So a group of
+	// the prefix whose members all ended by the cutoff is a whole group.
+	// At a high request rate most pending exchanges are still within the
+	// horizon: scanning only the prefix does a fraction of the work.
+	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].ev.RequestStart > cutoff })
+	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].ev.RequestStart > cutoff })
+	if ne+na == 0 {
+		return nil
+	}
+	edges, apps := p.edges[:ne], p.apps[:na]
 	// Union-find over edges [0,ne) and apps [ne,ne+na).
 	parent := make([]int, ne+na)
 	for i := range parent {
 		parent[i] = i
 	}
-	var find func(int) int
-	find = func(i int) int {
+	find := func(i int) int {
 		for parent[i] != i {
 			parent[i] = parent[parent[i]]
 			i = parent[i]
 		}
 		return i
 	}
-	// Candidates: edges sorted by request start, so each app only scans
-	// edges that started before it, and not before its start minus the
-	// longest edge duration: an edge that started earlier has ended
+	// Candidates: edges are sorted by request start, so each app only
+	// scans edges that started before it, and not before its start minus
+	// the longest edge duration: an edge that started earlier has ended
 	// before the app exchange started. Without that bound every resolve
 	// would compare every pending app with every pending edge.
-	order := make([]int, ne)
 	var longest uint64
-	for i := range order {
-		order[i] = i
-		longest = max(longest, p.edges[i].ev.ResponseEnd-p.edges[i].ev.RequestStart)
+	for _, e := range edges {
+		longest = max(longest, e.ev.ResponseEnd-e.ev.RequestStart)
 	}
-	sort.Slice(order, func(a, b int) bool {
-		return p.edges[order[a]].ev.RequestStart < p.edges[order[b]].ev.RequestStart
-	})
 	links := make([][]int, na) // app -> edges
-	for ai, a := range p.apps {
+	for ai, a := range apps {
 		last := sort.Search(ne, func(k int) bool {
-			return p.edges[order[k]].ev.RequestStart > a.ev.RequestStart
+			return edges[k].ev.RequestStart > a.ev.RequestStart
 		})
 		first := 0
 		if a.ev.RequestStart > longest {
 			earliest := a.ev.RequestStart - longest
 			first = sort.Search(last, func(k int) bool {
-				return p.edges[order[k]].ev.RequestStart >= earliest
+				return edges[k].ev.RequestStart >= earliest
 			})
 		}
-		for k := first; k < last; k++ {
-			ei := order[k]
-			e := p.edges[ei]
-			if contains(&e.ev, &a.ev) && p.portMatches(&e.ev, &a.ev) {
+		for ei := first; ei < last; ei++ {
+			if contains(&edges[ei].ev, &a.ev) && p.portMatches(&edges[ei].ev, &a.ev) {
 				links[ai] = append(links[ai], ei)
 				if ra, re := find(ne+ai), find(ei); ra != re {
 					parent[ra] = re
@@ -295,15 +317,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	}
 
 	// Each group's latest end, by root. Only groups past the cutoff are
-	// decided, so only their members are gathered: at a high request rate
-	// most pending exchanges wait, and building every group on every
-	// resolve would cost more than the pairing itself.
+	// decided, so only their members are gathered.
 	end := make([]uint64, ne+na)
-	for ei, e := range p.edges {
+	for ei, e := range edges {
 		r := find(ei)
 		end[r] = max(end[r], e.ev.ResponseEnd)
 	}
-	for ai, a := range p.apps {
+	for ai, a := range apps {
 		r := find(ne + ai)
 		end[r] = max(end[r], a.ev.ResponseEnd)
 	}
@@ -316,13 +336,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 		return &groups[slot[root]-1]
 	}
-	for ei := range p.edges {
+	for ei := range edges {
 		if r := find(ei); end[r] <= cutoff {
 			g := get(r)
 			g.edges = append(g.edges, ei)
 		}
 	}
-	for ai := range p.apps {
+	for ai := range apps {
 		if r := find(ne + ai); end[r] <= cutoff {
 			g := get(r)
 			g.apps = append(g.apps, ai)
@@ -334,7 +354,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	doneApp := make([]bool, na)
 	for i := range groups {
 		g := &groups[i]
-		results = append(results, p.solve(g, links)...)
+		results = p.solve(results, g, links)
 		for _, ei := range g.edges {
 			doneEdge[ei] = true
 		}
@@ -355,10 +375,12 @@ type group struct {
 	end         uint64
 }
 
+// keep removes the decided exchanges; done covers a prefix of nodes, the
+// rest stay.
 func keep(nodes []*node, done []bool) []*node {
 	out := nodes[:0]
 	for i, n := range nodes {
-		if !done[i] {
+		if i >= len(done) || !done[i] {
 			out = append(out, n)
 		}
 	}
@@ -368,9 +390,25 @@ func keep(nodes []*node, done []bool) []*node {
 	return out
 }
 
-// solve decides one connected group of candidates.
-func (p *Pairer) solve(g *group, links [][]int) []Result {
-	var results []Result
+// solve decides one connected group of candidates, appending to results.
+func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
+	// Most groups are one request: one edge and one app exchange, each
+	// the other's only candidate. That pair is the only maximum matching,
+	// so it is forced; the general machinery below would decide the same
+	// after building its graphs, which at thousands of requests per
+	// second costs more than everything else the probe does.
+	if len(g.edges) == 1 && len(g.apps) == 1 && len(links[g.apps[0]]) == 1 {
+		e, a := p.edges[g.edges[0]], p.apps[g.apps[0]]
+		m := ByContainment
+		if e.id != "" && e.id == a.id {
+			m = ByRequestID
+		}
+		p.counts.Paired++
+		if m == ByRequestID {
+			p.counts.PairedByRequestID++
+		}
+		return append(results, paired(e.ev, a.ev, m))
+	}
 	edges := make([]*node, len(g.edges))
 	for i, ei := range g.edges {
 		edges[i] = p.edges[ei]
@@ -410,19 +448,6 @@ func (p *Pairer) solve(g *group, links [][]int) []Result {
 		}
 	}
 
-	// Most groups are one request: one edge and one app exchange, each
-	// the other's only candidate. That pair is the only maximum matching,
-	// so it is forced; the general machinery below would decide the same
-	// after building its graphs, which at thousands of requests per
-	// second costs more than everything else the probe does.
-	if len(edges) == 1 && len(apps) == 1 && len(edges[0].cands) == 1 {
-		m := ByContainment
-		if edges[0].id != "" && edges[0].id == apps[0].id {
-			m = ByRequestID
-		}
-		pair(0, 0, m)
-		return results
-	}
 	if len(apps) == 0 || len(edges) == 0 {
 		// Nothing to pair with (and a proxy was seen, see above).
 		p.counts.UnmatchedEdge += uint64(len(edges))

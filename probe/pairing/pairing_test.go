@@ -360,3 +360,65 @@ func TestSimulatedLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestIncrementalResolveDecidesAsOneDrain: resolving step by step, with the
+// exchanges added in a shuffled order, decides exactly what one Drain of
+// everything decides. This holds only if every group Resolve decides is a
+// whole group, which is what lets it look at the pending exchanges that
+// started by its cutoff and no further.
+func TestIncrementalResolveDecidesAsOneDrain(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for round := range 50 {
+		var evs []exchange.Event
+		// Requests over a few connections whose exchanges overlap: some
+		// groups are single pairs, some ambiguous, some unmatched.
+		for k := range 200 {
+			start := uint64(k)*300*us + uint64(rng.IntN(200))*us
+			dur := uint64(200+rng.IntN(2000)) * us
+			proxyIn, proxyOut := uint64(20+rng.IntN(200))*us, uint64(20+rng.IntN(200))*us
+			cport := uint16(40000 + k%5)
+			if rng.IntN(20) != 0 { // now and then an edge without its app leg
+				evs = append(evs, appEv(8080, cport+1000, start+proxyIn, start+proxyIn+10*us,
+					start+dur-proxyOut-10*us, start+dur-proxyOut))
+			}
+			evs = append(evs, edgeEv(8080, cport, start, start+5*us, start+dur-5*us, start+dur))
+		}
+		rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+
+		whole := New(Config{Horizon: time.Millisecond})
+		steps := New(Config{Horizon: time.Millisecond})
+		for _, ev := range evs {
+			whole.Add(ev)
+			steps.Add(ev)
+		}
+		want := whole.Drain()
+		var got []Result
+		for now := base; ; now += uint64(rng.IntN(3000)) * us {
+			got = append(got, steps.Resolve(now)...)
+			if e, a := steps.Pending(); e+a == 0 {
+				break
+			}
+			if now > base+uint64(time.Second) {
+				got = append(got, steps.Drain()...)
+				break
+			}
+		}
+		if len(got) != len(want) || steps.Counts() != whole.Counts() {
+			t.Fatalf("round %d: stepwise %d results, counts %+v; one drain %d results, counts %+v",
+				round, len(got), steps.Counts(), len(want), whole.Counts())
+		}
+		// Decided in a different order of groups: compare as sets.
+		seen := map[string]int{}
+		key := func(r Result) string {
+			return fmt.Sprint(r.Edge.Client, r.Edge.RequestStart, r.Method, r.ProxyAdded)
+		}
+		for _, r := range want {
+			seen[key(r)]++
+		}
+		for _, r := range got {
+			if seen[key(r)]--; seen[key(r)] < 0 {
+				t.Fatalf("round %d: stepwise result %s is not one of the single drain's", round, key(r))
+			}
+		}
+	}
+}
