@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,8 @@ func run() int {
 	// For running the probe from outside the pod (benchmarks, debugging on
 	// a node): the pod's network namespace, e.g. /proc/PID/ns/net.
 	netns := fs.String("netns", "", "network namespace to attach in (default: the probe's own, which in a pod is the pod's)")
+	// For finding where the probe's own CPU goes (make bench-probe's profile): written on exit.
+	cpuProfile := fs.String("cpu-profile", "", "write a Go CPU profile of the probe to this file when it exits")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: mesh-probe [flags]")
 		fs.PrintDefaults()
@@ -62,6 +65,20 @@ func run() int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mesh-probe:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "mesh-probe:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	a, err := agent.Start(agent.Options{Config: cfg, NetNS: *netns, Logger: log})

@@ -30,6 +30,7 @@ var (
 	overheadQPS      = flag.Float64("overhead.qps", 2000, "fixed request rate")
 	overheadConns    = flag.Int("overhead.conns", 8, "fortio connections")
 	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
+	overheadProfile  = flag.String("overhead.cpu-profile", "", "write the probe's Go CPU profile to this file (each repetition overwrites it: the last one stays)")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
 )
 
@@ -198,6 +199,9 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 	}
 	defer cg.Close()
 	p.cmd = exec.Command(bin, "--netns", pod.Pod.Path)
+	if *overheadProfile != "" {
+		p.cmd.Args = append(p.cmd.Args, "--cpu-profile", *overheadProfile)
+	}
 	p.cmd.Env = append(os.Environ(), "MESH_PROBE_MESH=istio", "MESH_PROBE_APP_PORTS=8080",
 		"MESH_PROBE_LISTEN="+p.listen, "MESH_PROBE_LOG_LEVEL=warn")
 	p.cmd.Stderr = os.Stderr
