@@ -235,6 +235,7 @@ type ExchangeStats struct {
 	IdleFlushed       uint64 // exchanges emitted by FlushIdle
 	IdleLate          uint64 // response segments after FlushIdle emitted their exchange
 	IdleRace          uint64 // FlushIdle events dropped: the flow changed while copied
+	BareACK           uint64 // TCP without payload, SYN, FIN or RST: left before any lookup
 }
 
 // Stats reads the exchange counters.
@@ -257,6 +258,7 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 		ExchangeExchangeStatSTAT_IDLE_FLUSHED:       &s.IdleFlushed,
 		ExchangeExchangeStatSTAT_IDLE_LATE:          &s.IdleLate,
 		ExchangeExchangeStatSTAT_IDLE_RACE:          &s.IdleRace,
+		ExchangeExchangeStatSTAT_BARE_ACK:           &s.BareACK,
 	}
 	for idx, dst := range fields {
 		v, err := sumPerCPU(p.objs.Stats, uint32(idx))

@@ -78,7 +78,8 @@ const (
 	ExchangeExchangeStatSTAT_IDLE_FLUSHED       ExchangeExchangeStat = 13
 	ExchangeExchangeStatSTAT_IDLE_LATE          ExchangeExchangeStat = 14
 	ExchangeExchangeStatSTAT_IDLE_RACE          ExchangeExchangeStat = 15
-	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 16
+	ExchangeExchangeStatSTAT_BARE_ACK           ExchangeExchangeStat = 16
+	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 17
 )
 
 type ExchangeFlow struct {

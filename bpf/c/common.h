@@ -125,6 +125,7 @@ enum exchange_stat {
 	STAT_IDLE_FLUSHED,       /* exchanges emitted by the idle scan */
 	STAT_IDLE_LATE,          /* response segments after the idle scan emitted the exchange */
 	STAT_IDLE_RACE,          /* idle-scan events discarded: the flow moved on while copied */
+	STAT_BARE_ACK,           /* TCP without payload, SYN, FIN or RST: nothing to track */
 	STAT_MAX,
 };
 
