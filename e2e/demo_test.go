@@ -130,9 +130,12 @@ func TestSidecarOverheadAccuracy(t *testing.T) {
 				t.Errorf("delay %s: the probe's proxy CPU %.3f s is not within 15%% of the sidecar's %.3f s", d, probeCPU, truth.CPU.SinceResetSeconds)
 			}
 		}
-		if lost := int64(truth.Requests) - p.Requests - p.Unmatched.Edge; lost > int64(truth.Requests)/100 {
-			// Seen once under CI load (995 of 1103 at 5 ms): logged, not failed, until understood.
-			t.Logf("delay %s: the sidecar handled %d requests, the probe accounted for %d (+%d unmatched)", d, truth.Requests, p.Requests, p.Unmatched.Edge)
+		// Every request the sidecar handled is in the probe's figures: the run's reading waits
+		// until the probe has decided the run's last requests (perf.coversRun; before it did, a
+		// loaded lab once lost the last second, 995 of 1103).
+		t.Logf("delay %s: the sidecar handled %d requests, the probe accounted for %d (+%d unmatched)", d, truth.Requests, p.Requests, p.Unmatched.Edge)
+		if lost := int64(truth.Requests) - p.Requests - p.Unmatched.Edge; lost > int64(truth.Requests)/50 {
+			t.Errorf("delay %s: %d of the sidecar's %d requests are missing from the probe's figures", d, lost, truth.Requests)
 		}
 
 		// The client's view: with minus without the proxy, against the probe.

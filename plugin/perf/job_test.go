@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-mesh/kubectl-mesh/loadgen"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
 
@@ -85,6 +86,31 @@ func TestProbeWindow(t *testing.T) {
 		s, covers := probeWindow(t0, t0.Add(tc.d))
 		if s.Name != tc.window || covers != tc.covers {
 			t.Errorf("probeWindow(%s) = %s %v, want %s %v", tc.d, s.Name, covers, tc.window, tc.covers)
+		}
+	}
+}
+
+// A window covers the run once it has closed after the run's end and the probe had decided the
+// run's last requests by then.
+func TestCoversRun(t *testing.T) {
+	end := time.Date(2026, 1, 1, 0, 0, 9, 500_000_000, time.UTC)
+	at := func(s float64) *time.Time {
+		v := end.Add(time.Duration(s * float64(time.Second)))
+		return &v
+	}
+	for _, tc := range []struct {
+		name    string
+		snap    api.Snapshot
+		covered bool
+	}{
+		{"closed before the end", api.Snapshot{End: *at(-0.5), DecidedThrough: at(-2)}, false},
+		{"closed after the end, last requests undecided", api.Snapshot{End: *at(0.5), DecidedThrough: at(-0.75)}, false},
+		{"closed after the end, all decided", api.Snapshot{End: *at(10.5), DecidedThrough: at(9.25)}, true},
+		{"decided exactly through the end", api.Snapshot{End: *at(1), DecidedThrough: at(0)}, true},
+		{"a probe that does not say", api.Snapshot{End: *at(0.5)}, true},
+	} {
+		if got := coversRun(&tc.snap, end); got != tc.covered {
+			t.Errorf("%s: coversRun = %v, want %v", tc.name, got, tc.covered)
 		}
 	}
 }

@@ -371,7 +371,7 @@ func (a *Agent) run() {
 			n++
 			if e, ap := a.pairer.Pending(); e+ap > a.opts.MaxPending {
 				overload += uint64(e + ap)
-				a.record(a.pairer.Drain(), decodeErrors, overload)
+				a.record(a.pairer.Drain(), time.Now(), decodeErrors, overload)
 				a.log.Warn("too many exchanges pending: decided early", "pending", e+ap)
 			}
 			// Under a sustained burst the ring never runs dry and the
@@ -401,7 +401,9 @@ func (a *Agent) run() {
 			nextScan = now.Add(a.opts.ScanInterval)
 		}
 		if !now.Before(nextResolve) {
-			a.record(a.pairer.Resolve(pairing.Now()), decodeErrors, overload)
+			// The cutoff on the wall clock: the pairing decided every
+			// exchange that ended a horizon ago.
+			a.record(a.pairer.Resolve(pairing.Now()), time.Now().Add(-a.opts.Horizon), decodeErrors, overload)
 			nextResolve = now.Add(a.opts.ResolveInterval)
 		}
 		if !now.Before(nextCPU) {
@@ -413,7 +415,7 @@ func (a *Agent) run() {
 
 // record hands decided results and the current totals to the windows and
 // the metrics.
-func (a *Agent) record(results []pairing.Result, decodeErrors, overload uint64) {
+func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors, overload uint64) {
 	stats, err := a.exch.Stats()
 	if err != nil {
 		a.log.Error("read exchange stats", "err", err)
@@ -428,7 +430,7 @@ func (a *Agent) record(results []pairing.Result, decodeErrors, overload uint64) 
 		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
 		Overload: overload, IdleLate: a.stats.IdleLate,
 	}
-	t := recorder.Totals{Counts: a.counts, Losses: a.losses}
+	t := recorder.Totals{Counts: a.counts, Losses: a.losses, DecidedThrough: decided}
 	a.mu.Unlock()
 	a.met.Observe(results)
 	a.rec.Record(time.Now(), results, t)

@@ -41,6 +41,13 @@ type Snapshot struct {
 	Start           time.Time `json:"start"`
 	End             time.Time `json:"end"`
 	DurationSeconds float64   `json:"durationSeconds"`
+	// DecidedThrough: every exchange that ended before this instant had
+	// been paired and recorded by the end of the window's last slot. A
+	// request is recorded when it is decided, up to about 1.5 s after it
+	// ended (its partner may still be on its way until then), so a reader
+	// that wants all requests up to time T waits for a window with
+	// DecidedThrough at or after T. Absent from probes before it existed.
+	DecidedThrough *time.Time `json:"decidedThrough,omitempty"`
 
 	// Mesh is the configured mesh: none, istio, linkerd or custom.
 	Mesh string `json:"mesh"`

@@ -29,6 +29,8 @@ type Aggregate struct {
 	// CPU is on-CPU time per cgroup id.
 	CPU    map[uint64]time.Duration
 	Losses api.Losses
+	// DecidedThrough is the latest Totals.DecidedThrough recorded.
+	DecidedThrough time.Time
 }
 
 // NewAggregate returns an empty aggregate.
@@ -47,6 +49,9 @@ func (a *Aggregate) Merge(o *Aggregate) {
 		a.CPU[id] += d
 	}
 	a.Losses = addLosses(a.Losses, o.Losses)
+	if o.DecidedThrough.After(a.DecidedThrough) {
+		a.DecidedThrough = o.DecidedThrough
+	}
 }
 
 // Reset empties a, keeping its memory.
@@ -60,6 +65,7 @@ func (a *Aggregate) Reset() {
 	a.Counts = pairing.Counts{}
 	clear(a.CPU)
 	a.Losses = api.Losses{}
+	a.DecidedThrough = time.Time{}
 }
 
 // record adds one result's latencies.
@@ -77,6 +83,9 @@ type Totals struct {
 	Counts pairing.Counts
 	CPU    map[uint64]time.Duration // nil: not sampled this time
 	Losses api.Losses
+	// DecidedThrough: every exchange that ended before it has been
+	// decided (the pairing's cutoff, on the wall clock); zero if unknown.
+	DecidedThrough time.Time
 }
 
 // Recorder is safe for concurrent use: the agent records, the HTTP server
@@ -110,6 +119,9 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 		a.Requests += counts.Edge
 		a.Counts = addCounts(a.Counts, counts)
 		a.Losses = addLosses(a.Losses, losses)
+		if t.DecidedThrough.After(a.DecidedThrough) {
+			a.DecidedThrough = t.DecidedThrough
+		}
 		for id, total := range t.CPU {
 			// A cgroup's total only grows; a smaller one is a new
 			// cgroup that reused the id (ids are inode numbers).
@@ -182,6 +194,10 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 			Outbound:          a.Counts.Outbound,
 		},
 		Losses: a.Losses,
+	}
+	if !a.DecidedThrough.IsZero() {
+		d := a.DecidedThrough.UTC()
+		s.DecidedThrough = &d
 	}
 	if w.Covered > 0 {
 		s.RPS = round2(float64(a.Requests) / w.Covered.Seconds())

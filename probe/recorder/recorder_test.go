@@ -335,3 +335,26 @@ func BenchmarkAgentCadence(b *testing.B) {
 	e, a := pr.Pending()
 	b.ReportMetric(float64(e+a), "pending")
 }
+
+// The snapshot says up to when everything was decided: the latest cutoff
+// recorded in its window's complete slots, not one recorded later.
+func TestSnapshotDecidedThrough(t *testing.T) {
+	origin := time.Unix(0, 0)
+	r := New(origin)
+	if s, _ := r.Snapshot(origin.Add(time.Second), spec("10s"), Context{}); s.DecidedThrough != nil {
+		t.Errorf("nothing recorded yet, decidedThrough %v", s.DecidedThrough)
+	}
+	r.Record(origin.Add(3*time.Second), nil, Totals{DecidedThrough: origin.Add(2 * time.Second)})
+	r.Record(origin.Add(4*time.Second), nil, Totals{DecidedThrough: origin.Add(3 * time.Second)})
+	r.Record(origin.Add(5*time.Second), nil, Totals{}) // a record that knows no cutoff keeps the last one
+	r.Record(origin.Add(9*time.Second), nil, Totals{DecidedThrough: origin.Add(8 * time.Second)})
+	s, _ := r.Snapshot(origin.Add(9500*time.Millisecond), spec("10s"), Context{})
+	// Complete slots end at 9s: the cutoff recorded at 9s is in the open slot.
+	if want := origin.Add(3 * time.Second).UTC(); s.DecidedThrough == nil || !s.DecidedThrough.Equal(want) {
+		t.Errorf("decidedThrough %v, want %v", s.DecidedThrough, want)
+	}
+	s, _ = r.Snapshot(origin.Add(10*time.Second), spec("10s"), Context{})
+	if want := origin.Add(8 * time.Second).UTC(); s.DecidedThrough == nil || !s.DecidedThrough.Equal(want) {
+		t.Errorf("decidedThrough %v, want %v", s.DecidedThrough, want)
+	}
+}
