@@ -73,7 +73,11 @@ type Options struct {
 	// the next request. Longer than the pauses inside a streaming
 	// response. Default 200ms.
 	IdleTime time.Duration
-	// ResolveInterval: how often pairing decides. Default 250ms.
+	// ResolveInterval: how often pairing decides. Default 100ms: a resolve
+	// works only on the exchanges it decides (pairing keeps them sorted),
+	// so deciding often costs little more in total and keeps each burst of
+	// work short (at 2000 rps, a 250ms batch held a core for ~1.5ms,
+	// which requests of the pod's other containers waited behind).
 	ResolveInterval time.Duration
 	// Horizon: how long after an exchange ends its partner may still
 	// arrive: IdleTime plus two ScanIntervals, with margin. Default 1s.
@@ -101,7 +105,7 @@ func (o *Options) defaults() {
 		o.IdleTime = 200 * time.Millisecond
 	}
 	if o.ResolveInterval <= 0 {
-		o.ResolveInterval = 250 * time.Millisecond
+		o.ResolveInterval = 100 * time.Millisecond
 	}
 	if o.Horizon <= 0 {
 		o.Horizon = time.Second

@@ -276,14 +276,14 @@ func BenchmarkPerEvent(b *testing.B) {
 
 // BenchmarkAgentCadence is the per-request userspace cost at the agent's
 // real cadence: 2000 requests per second over 8 keep-alive connections
-// (their exchanges overlap in time), resolved every 250 ms with a 1 s
+// (their exchanges overlap in time), resolved every 100 ms with a 1 s
 // horizon (the agent's defaults), so about 5000 exchanges wait in the
 // pairing engine at any time.
 func BenchmarkAgentCadence(b *testing.B) {
 	const (
 		rate     = 2000
 		conns    = 8
-		interval = 250 * time.Millisecond // the agent's ResolveInterval
+		interval = 100 * time.Millisecond // the agent's ResolveInterval
 		horizon  = time.Second            // and Horizon
 	)
 	edge := exchange.Event{
