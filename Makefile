@@ -13,7 +13,7 @@ export MESH_LAB_REPO := $(CURDIR)
 export MESH_LAB_BIN_DIR := $(BIN)
 LAB := $(BIN)/mesh-lab
 
-.PHONY: all deps build generate images kube caddy lab-up lab-down test unit e2e bench bench-loadgen bench-lab dist demo fmt vet clean
+.PHONY: all deps build generate images kube caddy lab-up lab-down test unit e2e bench bench-probe bench-loadgen bench-lab dist demo fmt vet clean
 
 all: build
 
@@ -62,8 +62,15 @@ test: deps vet unit e2e
 # Go benchmarks of the packages, then the lab's and the load generator's side-by-side figures.
 # docs/benchmarks.md records the latest numbers and the exact commands.
 bench: build kube
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 ./... | tee bench.out
-	$(MAKE) bench-lab bench-loadgen
+	$(GO) test -run '^$$' -bench . -skip ProbeOverhead -benchtime 2s -count 5 ./... | tee bench.out
+	$(MAKE) bench-probe bench-lab bench-loadgen
+
+# The probe's accuracy table (against the proxy fixture's own records) and its cost at 2000 rps
+# (docs/benchmarks.md, "Probe"). Root.
+bench-probe: build
+	$(GO) test -count=1 -run TestEndToEndProxyAddedLatency -v ./probe/agent > bench-probe.out 2>&1 || { tail -50 bench-probe.out; exit 1; }
+	@sed -n 's/^ *//; /^accuracy, ms/p; /^|/p' bench-probe.out
+	$(GO) test -count=1 -run '^$$' -bench ProbeOverhead -benchtime 1x ./probe/agent | tee -a bench-probe.out
 
 bench-lab: build kube
 	bash scripts/bench-lab.sh 3
@@ -81,4 +88,4 @@ demo: deps build
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) bench.out dist
+	rm -rf $(BIN) bench.out bench-probe.out dist

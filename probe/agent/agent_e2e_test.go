@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -205,14 +206,24 @@ func within(got float64, want time.Duration, tol time.Duration) bool {
 }
 
 // The probe, attached to a pod's eth0 and lo, served over HTTP, reports
-// the proxy-added latency the proxy itself recorded, for several delays,
-// both with the proxy on the service port and behind an Istio-style
-// REDIRECT: p50 within 50 us (plus the histogram's 0.39%) where requests
-// can be paired one by one (two keep-alive connections), and the mean
-// within 50 us at 2000 rps over eight connections, where overlapping
-// requests leave many pairs ambiguous and only their total is known. It
-// counts every request the proxy handled, names the proxy's cgroup, and
-// detaches on Close.
+// the proxy-added latency the proxy itself recorded (its residence
+// records, the ground truth), for delays 0, 200 us, 1 ms and 5 ms at 100
+// and 2000 rps, both with the proxy on the service port and behind an
+// Istio-style REDIRECT:
+//   - at 100 rps over two keep-alive connections, where requests can be
+//     paired one by one: p50 within 50 us (plus the histogram's 0.39%);
+//     p99 is reported beside the proxy's in the table, see below;
+//   - at 2000 rps over sixteen connections, overlapping requests leave
+//     many pairs ambiguous and only their total is known: the mean within
+//     50 us;
+//   - the probe's figure grows with the delay as the proxy's own does,
+//     within 50 us (the proxy's residence grows by the configured delay
+//     plus its timer's wake-up latency, which is the proxy's and which the
+//     probe must see too).
+//
+// It counts every request the proxy handled and names the proxy's cgroup.
+// With -v it ends with the accuracy table that docs/benchmarks.md keeps
+// (make bench-probe).
 func TestEndToEndProxyAddedLatency(t *testing.T) {
 	requireRoot(t)
 	type scenario struct {
@@ -221,24 +232,37 @@ func TestEndToEndProxyAddedLatency(t *testing.T) {
 		conns    int
 		meanOnly bool
 	}
-	scenarios := []scenario{
-		{0, 100, 2, false},
-		{200 * time.Microsecond, 100, 2, false},
-		{time.Millisecond, 100, 2, false},
-		{5 * time.Millisecond, 100, 2, false},
-		{200 * time.Microsecond, 1000, 2, false},
-		{200 * time.Microsecond, 2000, 8, true},
+	var scenarios []scenario
+	for _, load := range []scenario{{qps: 100, conns: 2}, {qps: 2000, conns: 16, meanOnly: true}} {
+		for _, d := range []time.Duration{0, 200 * time.Microsecond, time.Millisecond, 5 * time.Millisecond} {
+			load.delay = d
+			scenarios = append(scenarios, load)
+		}
 	}
 	if testing.Short() {
-		scenarios = scenarios[1:2]
+		scenarios = scenarios[:2]
 	}
 	self, err := cgroups.FindSelf()
 	if err != nil {
 		t.Skip(err)
 	}
+	// One row per scenario and mode: the figure compared (p50, or the mean
+	// where only the mean is known) by the probe and by the proxy, and
+	// its growth over the same load's zero-delay scenario.
+	type row struct {
+		mode                   string
+		sc                     scenario
+		rps                    float64
+		requests               int
+		probe, truth           float64 // ms
+		probeP99, truthP99     float64 // ms, paired scenarios only
+		probeGrowth, truthGrow float64 // ms
+	}
+	var rows []row
 	for _, mode := range []string{"listener", "redirect"} {
 		t.Run(mode, func(t *testing.T) {
 			p := newPodUnderTest(t, mode == "redirect")
+			var zeroProbe, zeroTruth float64
 			for _, sc := range scenarios {
 				name := fmt.Sprintf("delay=%v/qps=%v/conns=%d", sc.delay, sc.qps, sc.conns)
 				t.Run(name, func(t *testing.T) {
@@ -287,15 +311,37 @@ func TestEndToEndProxyAddedLatency(t *testing.T) {
 					if !s.ProxyDetected {
 						t.Errorf("proxy not detected, status %q", s.Status)
 					}
+					rw := row{mode: mode, sc: sc, rps: load.ActualQPS, requests: len(truth)}
 					if sc.meanOnly {
+						rw.probe, rw.truth = s.ProxyAddedMean.Mean, ms(mean)
 						if !within(s.ProxyAddedMean.Mean, mean, 50*time.Microsecond) {
 							t.Errorf("proxy added mean: probe %.3fms, fixture %.3fms: more than 50us apart",
 								s.ProxyAddedMean.Mean, ms(mean))
 						}
-					} else if !within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
-						t.Errorf("proxy added p50: probe %.3fms, fixture %.3fms: more than 50us (+0.39%%) apart",
-							s.ProxyAdded.P50, ms(fixture.Median(total)))
+					} else {
+						rw.probe, rw.truth = s.ProxyAdded.P50, ms(fixture.Median(total))
+						rw.probeP99, rw.truthP99 = s.ProxyAdded.P99, ms(fixture.Quantile(total, 0.99))
+						if !within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+							t.Errorf("proxy added p50: probe %.3fms, fixture %.3fms: more than 50us (+0.39%%) apart",
+								s.ProxyAdded.P50, ms(fixture.Median(total)))
+						}
+						// p99 is in the table, not asserted: over 300 requests it is the
+						// third largest, and under CPU contention the kernel's own queuing
+						// between eth0 and the proxy's socket (which the probe counts as
+						// time on the mesh's path and the proxy's records cannot see) moves
+						// single requests by a millisecond (7.356 vs 6.174 ms once, with a
+						// Kubernetes build beside the test; 15 of 16 rows within 10%).
 					}
+					if sc.delay == 0 {
+						zeroProbe, zeroTruth = rw.probe, rw.truth
+					} else {
+						rw.probeGrowth, rw.truthGrow = rw.probe-zeroProbe, rw.truth-zeroTruth
+						if d := math.Abs(rw.probeGrowth - rw.truthGrow); d > 0.050 {
+							t.Errorf("over the zero-delay run the probe's figure grew %.3fms, the proxy's own %.3fms (configured %v): more than 50us apart",
+								rw.probeGrowth, rw.truthGrow, sc.delay)
+						}
+					}
+					rows = append(rows, rw)
 					// The proxy's cgroup is the one whose socket answered
 					// on the service port: this test process's own.
 					found := false
@@ -314,6 +360,23 @@ func TestEndToEndProxyAddedLatency(t *testing.T) {
 			}
 		})
 	}
+	var b strings.Builder
+	b.WriteString("accuracy, ms (probe / proxy's own records):\n")
+	b.WriteString("| mode | delay | rate (achieved), connections | requests | figure | probe / proxy | p99 probe / proxy | growth over delay 0, probe / proxy |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		figure, p99 := "p50", fmt.Sprintf("%.3f / %.3f", r.probeP99, r.truthP99)
+		if r.sc.meanOnly {
+			figure, p99 = "mean", "-"
+		}
+		growth := "-"
+		if r.sc.delay > 0 {
+			growth = fmt.Sprintf("%.3f / %.3f", r.probeGrowth, r.truthGrow)
+		}
+		fmt.Fprintf(&b, "| %s | %v | %.0f (%.0f), %d | %d | %s | %.3f / %.3f | %s | %s |\n",
+			r.mode, r.sc.delay, r.sc.qps, r.rps, r.sc.conns, r.requests, figure, r.probe, r.truth, p99, growth)
+	}
+	t.Log("\n" + b.String())
 }
 
 // A proxy that restarts (its connections die, a new process listens
