@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/version"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/server"
 )
 
@@ -30,6 +31,13 @@ func main() {
 	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address")
 	flag.StringVar(&o.Inject.Image, "probe-image", "", "probe image to inject")
 	flag.StringVar(&o.Inject.LogLevel, "probe-log-level", "", "probe log level: debug, info, warn, error")
+	// The probe's CPU request is also its share of a busy node: at the default 10m it falls behind
+	// (and counts lost exchanges) when the node's CPU is saturated; see docs/probe.md.
+	var res inject.ResourceFlags
+	flag.StringVar(&res.CPURequest, "probe-cpu-request", "", "CPU request of the injected probe (default "+inject.DefaultCPURequest.String()+")")
+	flag.StringVar(&res.CPULimit, "probe-cpu-limit", "", "CPU limit of the injected probe (default "+inject.DefaultCPULimit.String()+")")
+	flag.StringVar(&res.MemoryRequest, "probe-memory-request", "", "memory request of the injected probe (default "+inject.DefaultMemoryRequest.String()+")")
+	flag.StringVar(&res.MemoryLimit, "probe-memory-limit", "", "memory limit of the injected probe (default "+inject.DefaultMemoryLimit.String()+")")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -37,6 +45,14 @@ func main() {
 	if *showVersion {
 		fmt.Println(version.Version)
 		return
+	}
+	var err error
+	if o.Inject.Resources, err = res.Resources(); err == nil {
+		err = o.Inject.Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mesh-webhook:", err)
+		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 	cfg, err := ctrl.GetConfig()

@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/internal/apply"
 	"github.com/kubectl-mesh/kubectl-mesh/manifests"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/check"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
 
 // NewCmdProbe is `kubectl mesh probe`.
@@ -39,10 +40,12 @@ type ProbeInstallOptions struct {
 	flags        *genericclioptions.ConfigFlags
 	WebhookImage string
 	ProbeImage   string
-	CertManager  bool
-	Wait         bool
-	Timeout      time.Duration
-	DryRun       bool
+	// ProbeResources are the injected probe's requests and limits, passed to the webhook.
+	ProbeResources inject.ResourceFlags
+	CertManager    bool
+	Wait           bool
+	Timeout        time.Duration
+	DryRun         bool
 	genericiooptions.IOStreams
 
 	objs    []*unstructured.Unstructured
@@ -54,10 +57,11 @@ type ProbeInstallOptions struct {
 func newCmdProbeInstall(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &ProbeInstallOptions{flags: flags, IOStreams: streams}
 	cmd := &cobra.Command{
-		Use:   "install [--webhook-image IMG] [--probe-image IMG] [--cert-manager] [--wait] [--timeout 2m] [--dry-run]",
+		Use:   "install [--webhook-image IMG] [--probe-image IMG] [--probe-cpu-request Q ...] [--cert-manager] [--wait] [--timeout 2m] [--dry-run]",
 		Short: "Install the webhook that injects the probe (server-side apply of the embedded manifests)",
 		Example: "  kubectl mesh probe install\n" +
 			"  kubectl mesh probe install --probe-image registry.example.com/mesh-probe:v0.1.0 --webhook-image registry.example.com/mesh-webhook:v0.1.0\n" +
+			"  kubectl mesh probe install --probe-cpu-request 100m --probe-cpu-limit 500m   # probes that keep up on saturated nodes\n" +
 			"  kubectl mesh probe install --dry-run > kubectl-mesh.yaml",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runOptions(cmd.Context(), o)
@@ -65,6 +69,10 @@ func newCmdProbeInstall(flags *genericclioptions.ConfigFlags, streams genericioo
 	}
 	cmd.Flags().StringVar(&o.WebhookImage, "webhook-image", manifests.DefaultWebhookImage, "webhook image")
 	cmd.Flags().StringVar(&o.ProbeImage, "probe-image", manifests.DefaultProbeImage, "probe image the webhook injects")
+	cmd.Flags().StringVar(&o.ProbeResources.CPURequest, "probe-cpu-request", "", "CPU request of each injected probe (default "+inject.DefaultCPURequest.String()+"; it is also the probe's share of a saturated node)")
+	cmd.Flags().StringVar(&o.ProbeResources.CPULimit, "probe-cpu-limit", "", "CPU limit of each injected probe (default "+inject.DefaultCPULimit.String()+")")
+	cmd.Flags().StringVar(&o.ProbeResources.MemoryRequest, "probe-memory-request", "", "memory request of each injected probe (default "+inject.DefaultMemoryRequest.String()+")")
+	cmd.Flags().StringVar(&o.ProbeResources.MemoryLimit, "probe-memory-limit", "", "memory limit of each injected probe (default "+inject.DefaultMemoryLimit.String()+")")
 	cmd.Flags().BoolVar(&o.CertManager, "cert-manager", false, "let cert-manager issue the webhook's certificate (it must be installed)")
 	cmd.Flags().BoolVar(&o.Wait, "wait", true, "wait until the webhook is ready")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait")
@@ -92,7 +100,8 @@ func runOptions(ctx context.Context, o options) error {
 // Complete renders the manifests and, unless this is a dry run, connects to the cluster.
 func (o *ProbeInstallOptions) Complete() error {
 	var err error
-	o.objs, err = manifests.Render(manifests.Options{WebhookImage: o.WebhookImage, ProbeImage: o.ProbeImage, CertManager: o.CertManager})
+	o.objs, err = manifests.Render(manifests.Options{WebhookImage: o.WebhookImage, ProbeImage: o.ProbeImage, CertManager: o.CertManager,
+		ExtraWebhookArgs: o.ProbeResources.Args()})
 	if err != nil {
 		return err
 	}
@@ -115,7 +124,12 @@ func (o *ProbeInstallOptions) Validate() error {
 	if strings.TrimSpace(o.WebhookImage) == "" || strings.TrimSpace(o.ProbeImage) == "" {
 		return errors.New("--webhook-image and --probe-image must not be empty")
 	}
-	return nil
+	// The webhook would refuse to start with these; say it here, before anything is applied.
+	res, err := o.ProbeResources.Resources()
+	if err != nil {
+		return err
+	}
+	return inject.Config{Resources: res}.Validate()
 }
 
 // Run applies and waits, showing what is not ready yet.

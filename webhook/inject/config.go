@@ -115,6 +115,56 @@ func withDefaultQuantities(l corev1.ResourceList, cpu, mem resource.Quantity) co
 	return out
 }
 
+// ResourceFlags are the probe's resources as command-line strings (mesh-webhook's
+// --probe-cpu-request and friends, which `kubectl mesh probe install` passes on); empty means
+// the default.
+type ResourceFlags struct {
+	CPURequest, CPULimit, MemoryRequest, MemoryLimit string
+}
+
+// Resources parses the flags into requirements for Config.Resources, naming the flag of a
+// malformed quantity. Whether requests fit their limits is Validate's (after defaults).
+func (f ResourceFlags) Resources() (corev1.ResourceRequirements, error) {
+	var r corev1.ResourceRequirements
+	for _, q := range []struct {
+		flag, value string
+		list        *corev1.ResourceList
+		name        corev1.ResourceName
+	}{
+		{"--probe-cpu-request", f.CPURequest, &r.Requests, corev1.ResourceCPU},
+		{"--probe-cpu-limit", f.CPULimit, &r.Limits, corev1.ResourceCPU},
+		{"--probe-memory-request", f.MemoryRequest, &r.Requests, corev1.ResourceMemory},
+		{"--probe-memory-limit", f.MemoryLimit, &r.Limits, corev1.ResourceMemory},
+	} {
+		if q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			return r, fmt.Errorf("%s %q: not a Kubernetes quantity (e.g. 50m or 0.5 for CPU, 64Mi for memory)", q.flag, q.value)
+		}
+		if *q.list == nil {
+			*q.list = corev1.ResourceList{}
+		}
+		(*q.list)[q.name] = v
+	}
+	return r, nil
+}
+
+// Args returns the flags for mesh-webhook's command line.
+func (f ResourceFlags) Args() []string {
+	var args []string
+	for _, a := range []struct{ flag, value string }{
+		{"--probe-cpu-request", f.CPURequest}, {"--probe-cpu-limit", f.CPULimit},
+		{"--probe-memory-request", f.MemoryRequest}, {"--probe-memory-limit", f.MemoryLimit},
+	} {
+		if a.value != "" {
+			args = append(args, a.flag+"="+a.value)
+		}
+	}
+	return args
+}
+
 // imageTag returns the tag of an image reference, or "unknown" when it has none (a digest-only
 // or untagged reference).
 func imageTag(image string) string {
