@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -240,14 +241,18 @@ func (o *OverheadOptions) listPods(ctx context.Context) ([]corev1.Pod, error) {
 		}
 		return nil, fmt.Errorf("cannot list pods in %s: %w", where, err)
 	}
-	if len(list.Items) == 0 {
-		msg := "no pods found in " + where
+	// Finished pods (completed Jobs, such as perf runs' load generators) carry no traffic and
+	// never had a probe: listing them as "no probe" would only bury the pods that matter.
+	pods := slices.DeleteFunc(list.Items, func(p corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	if len(pods) == 0 {
+		msg := "no running pods found in " + where
 		if !o.selector.Empty() {
 			msg += " matching -l " + o.selector.String()
 		}
 		return nil, errors.New(msg)
 	}
-	pods := list.Items
 	sort.Slice(pods, func(i, j int) bool {
 		if pods[i].Namespace != pods[j].Namespace {
 			return pods[i].Namespace < pods[j].Namespace

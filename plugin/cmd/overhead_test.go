@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -80,6 +81,10 @@ func overheadCluster(t testing.TB) *probestest.APIServer {
 	add("shop", "down-0", "istio-proxy", true, nil) // nothing listens on 9464
 	add("shop", "odd-0", "istio-proxy", true, &probestest.Traffic{Seed: 4})
 	add("batch", "report-0", "", false, nil)
+	// A perf run's finished load generator: not a row (the goldens have none).
+	done := probestest.Pod("shop", "loadgen-done", "", false)
+	done.Status.Phase = corev1.PodSucceeded
+	srv.AddPod(done, nil)
 	add("mesh-linkerd", "api-0", "linkerd-proxy", true, &probestest.Traffic{RPS: 300, ProxyAdded: 120 * time.Microsecond, App: time.Millisecond,
 		ProxyCPUPerRequest: 80 * time.Microsecond, Ambiguous: 0.2, Seed: 5})
 	srv.SetOverride(func(w http.ResponseWriter, r *http.Request) bool {
@@ -164,8 +169,8 @@ func TestOverheadCommand(t *testing.T) {
 		want  string
 		usage bool
 	}{
-		{[]string{"-n", "empty"}, "no pods found in namespace empty", false},
-		{[]string{"-A", "-l", "app=nothing"}, "no pods found in any namespace matching -l app=nothing", false},
+		{[]string{"-n", "empty"}, "no running pods found in namespace empty", false},
+		{[]string{"-A", "-l", "app=nothing"}, "no running pods found in any namespace matching -l app=nothing", false},
 		{[]string{"-n", "shop", "--window", "5m"}, `--window "5m": use one of 10s, 1m, 10m`, true},
 		{[]string{"-n", "shop", "-o", "wide"}, `--output "wide"`, true},
 		{[]string{"-n", "shop", "--parallel", "0"}, "--parallel must be at least 1", true},
