@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/cgroups"
+	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
 
 // Knobs of BenchmarkProbeOverhead (go test flags).
@@ -31,6 +32,7 @@ var (
 	overheadConns    = flag.Int("overhead.conns", 8, "fortio connections")
 	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
 	overheadProfile  = flag.String("overhead.cpu-profile", "", "write the probe's Go CPU profile to this file (each repetition overwrites it: the last one stays)")
+	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
 )
 
@@ -117,6 +119,7 @@ func BenchmarkProbeOverhead(b *testing.B) {
 				if withProbe {
 					c := after.minus(before)
 					c.rps = res.ActualQPS
+					c.hwm = after.hwm // a peak, not a difference
 					seen, err := p.requestsSeen()
 					if err != nil {
 						b.Fatal(err)
@@ -209,6 +212,16 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
+	if *overheadAsPod {
+		dir, err := limitLikeKubelet(p.cmd.Process.Pid, probeDir, inject.DefaultCPURequest.MilliValue(), inject.DefaultCPULimit.MilliValue())
+		if dir != "" {
+			p.cgroups = append([]string{dir}, p.cgroups...)
+		}
+		if err != nil {
+			_ = p.stop()
+			return nil, err
+		}
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		res, err := p.client.Get("http://" + p.listen + "/readyz")
 		if err == nil {
@@ -222,6 +235,48 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 			return nil, fmt.Errorf("mesh-probe not ready: %v", err)
 		}
 	}
+}
+
+// limitLikeKubelet gives the probe process the CPU share and quota that the
+// kubelet gives a container with this request and limit (millicores), by
+// the kubelet's own formulas: cpu.shares = request*1024/1000 and a CFS quota
+// of limit/1000 of each 100 ms period. On a cgroup v2 host with the cpu
+// controller it writes cpu.weight (the kubelet's conversion of those shares)
+// and cpu.max on the probe's v2 cgroup; on a hybrid host, where the cpu
+// controller is on v1, it makes a v1 cpu cgroup and moves the process there,
+// returning that directory for removal.
+func limitLikeKubelet(pid int, v2dir string, requestMilli, limitMilli int64) (string, error) {
+	shares := max(2, requestMilli*1024/1000)
+	quota := limitMilli * 100000 / 1000
+	parent := filepath.Dir(v2dir)
+	if ctl, err := os.ReadFile(filepath.Join(filepath.Dir(parent), "cgroup.subtree_control")); err == nil &&
+		slices.Contains(strings.Fields(string(ctl)), "cpu") {
+		if err := os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
+			return "", fmt.Errorf("enable the cpu controller under %s: %w", parent, err)
+		}
+		weight := 1 + ((shares-2)*9999)/262142
+		for file, v := range map[string]string{"cpu.weight": strconv.FormatInt(weight, 10), "cpu.max": fmt.Sprintf("%d 100000", quota)} {
+			if err := os.WriteFile(filepath.Join(v2dir, file), []byte(v), 0); err != nil {
+				return "", fmt.Errorf("%s: %w", file, err)
+			}
+		}
+		return "", nil
+	}
+	v1 := "/sys/fs/cgroup/cpu"
+	if _, err := os.Stat(filepath.Join(v1, "cpu.shares")); err != nil {
+		return "", fmt.Errorf("no cpu controller found (neither in cgroup v2 above %s nor at %s): run with -overhead.pod-limits=false", parent, v1)
+	}
+	dir := filepath.Join(v1, filepath.Base(parent))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	for file, v := range map[string]string{"cpu.shares": strconv.FormatInt(shares, 10), "cpu.cfs_period_us": "100000",
+		"cpu.cfs_quota_us": strconv.FormatInt(quota, 10), "cgroup.procs": strconv.Itoa(pid)} {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(v), 0); err != nil {
+			return dir, fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	return dir, nil
 }
 
 func (p *probeProcess) removeCgroups() {
@@ -281,7 +336,8 @@ type probeCost struct {
 	seen    uint64     // requests in the probe's 1m window after the runs
 	sent    int64      // requests fortio made in those runs (with warm-up)
 	atMax   *probeCost // over the maximum-throughput run
-	rss     int64
+	rss     int64      // KiB, peak over the process's life (with the maximum-throughput run)
+	hwm     int64      // KiB, peak up to the end of the fixed-rate run (VmHWM)
 }
 
 func (c probeCost) minus(o probeCost) probeCost {
@@ -307,6 +363,13 @@ func (p *probeProcess) sample() probeCost {
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		c.cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				c.hwm, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			}
+		}
 	}
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
 	seen := map[uint32]bool{}
@@ -376,7 +439,7 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 	// sched_switch program runs at every context switch of the node,
 	// whatever the pod does, so it is reported per second, not per request.
 	const schedProg = "on_sched_switch"
-	var cpuPct, cpuPer1k, tcPer1k, schedPct, rss []float64
+	var cpuPct, cpuPer1k, tcPer1k, schedPct, rss, hwm []float64
 	bpfByProg := map[string][]float64{}
 	for _, c := range costs {
 		secs := overheadDuration.Seconds()
@@ -395,10 +458,17 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		}
 		tcPer1k = append(tcPer1k, 100*tc.Seconds()/secs/(c.rps/1000))
 		rss = append(rss, float64(c.rss)/1024)
+		hwm = append(hwm, float64(c.hwm)/1024)
 	}
 	w := &strings.Builder{}
 	fmt.Fprintf(w, "\nProbe overhead: fortio %.0f rps target, %d connections, %v runs, median of %d (alternating order)\n",
 		*overheadQPS, *overheadConns, *overheadDuration, *overheadReps)
+	if *overheadAsPod {
+		fmt.Fprintf(w, "probe's cgroup: the kubelet's CPU share and quota for the injected container (request %s, limit %s)\n",
+			inject.DefaultCPURequest.String(), inject.DefaultCPULimit.String())
+	} else {
+		fmt.Fprintln(w, "probe's cgroup: the kernel's default CPU weight, no quota")
+	}
 	fmt.Fprintf(w, "%-34s %12s %12s %12s\n", "", "no probe", "probe", "delta")
 	fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.0f\n", "achieved rps", rps(off), rps(on), rps(on)-rps(off))
 	d50, d99 := pick(on, p50)-pick(off, p50), pick(on, p99)-pick(off, p99)
@@ -438,7 +508,8 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 	for _, name := range names {
 		fmt.Fprintf(w, "%-34s %12s %10.0fns\n", "  "+name+" per run", "", medianF(bpfByProg[name]))
 	}
-	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "probe peak RSS", "", medianF(rss))
+	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "probe peak RSS at the fixed rate", "", medianF(hwm))
+	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "  and after the max-throughput run", "", medianF(rss))
 	if *overheadMaxRun > 0 {
 		var procMax, tcMax []float64
 		for _, c := range costs {
@@ -462,5 +533,5 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 	b.ReportMetric(float64(paired(p50).Nanoseconds())/1000, "p50-delta-us")
 	b.ReportMetric(float64(paired(p99).Nanoseconds())/1000, "p99-delta-us")
 	b.ReportMetric(medianF(cpuPer1k), "probe-cpu-%/1krps")
-	b.ReportMetric(medianF(rss), "probe-rss-MiB")
+	b.ReportMetric(medianF(hwm), "probe-rss-MiB")
 }
