@@ -154,19 +154,19 @@ func TestSidecarOverheadAccuracy(t *testing.T) {
 			t.Errorf("no HTML report: %v", err)
 		}
 	}
-	// The probe follows the configured delay: its p50 grows as the sidecar's own residence
-	// grows, within 100 us. The sidecar holds each request on a high-resolution timer
-	// (fixture.spin) and still overshoots by its wake-up latency: 1 ms grew by 1.001 ms, 5 ms by
-	// 5.196 ms in one run. That is the proxy's doing, so the delay is a lower bound for the
-	// residence's growth and the sidecar's own account is the exact reference.
+	// The probe follows the configured delay: its p50 grows by the delay, and as the sidecar's
+	// own residence grows, each within 100 us. The sidecar holds each request on Go's timer
+	// and then a high-resolution one (fixture.spin), so it overshoots by tens of microseconds
+	// (1 ms grew by 1.019 ms, 5 ms by 5.000 ms); with time.Sleep alone it overshot by
+	// 0.16-0.45 ms and only the sidecar's own account could be the reference.
 	for _, d := range delays[1:] {
 		growth, truthGrowth := probeP50[d]-probeP50[0], truthP50[d]-truthP50[0]
 		t.Logf("configured delay %s: probe p50 grew by %.3f ms, the sidecar's own residence by %.3f ms", d, growth, truthGrowth)
 		if math.Abs(growth-truthGrowth) > 0.1 {
 			t.Errorf("configured delay %s: the probe's p50 grew by %.3f ms, the sidecar's residence by %.3f ms (limit 100 us)", d, growth, truthGrowth)
 		}
-		if truthGrowth < ms(d)-0.1 {
-			t.Errorf("configured delay %s: the sidecar's residence grew by only %.3f ms: the delay was not applied", d, truthGrowth)
+		if math.Abs(growth-ms(d)) > 0.1 {
+			t.Errorf("configured delay %s: the probe's p50 grew by %.3f ms (limit 100 us from the delay; the sidecar's own residence grew by %.3f ms)", d, growth, truthGrowth)
 		}
 	}
 
