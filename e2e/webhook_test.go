@@ -136,6 +136,11 @@ func probeContainer(p *corev1.Pod) (*corev1.Container, bool) {
 	return nil, false
 }
 
+// webhookCalls is the API server's count of calls to the webhook's namespace-selected entry.
+func webhookCalls(t testing.TB, cs kubernetes.Interface) float64 {
+	return apiserverCounter(t, cs, "apiserver_admission_webhook_admission_duration_seconds_count{", `name="namespace.probe.kubectl-mesh.io"`)
+}
+
 func barePod(ns, name string) *corev1.Pod {
 	d, _ := lab.EchoWorkload(ns, name, 1)
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
@@ -194,6 +199,20 @@ func TestWebhookInjectsSkipsAndFailsOpen(t *testing.T) {
 		t.Errorf("no %s annotation", inject.AnnotationStatus)
 	}
 	waitFor(t, 30*time.Second, "ProbeInjected event", func() error { return hasEvent(cs, ns, inject.EventProbeInjected, "ReplicaSet") })
+	// The probe holds no service-account token (an empty directory shadows its path), and so the
+	// ServiceAccount plugin leaves the pod alone after the webhook: one call per pod, not two.
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && m.Name != inject.TokenShadowVolume {
+			t.Errorf("the probe mounts the pod's token (volume %s)", m.Name)
+		}
+	}
+	callsBefore := webhookCalls(t, cs)
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, barePod(ns, "once"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := webhookCalls(t, cs) - callsBefore; calls != 1 {
+		t.Errorf("creating one pod called the webhook %.0f times, want 1", calls)
+	}
 
 	// Pod Security restricted: no probe (it would be rejected), and the skip is recorded.
 	psa := "e2e-inject-restricted"
@@ -303,14 +322,19 @@ func TestWebhookInjectsSkipsAndFailsOpen(t *testing.T) {
 
 // failOpenCount reads the API server's count of admissions that failed open on our webhooks.
 func failOpenCount(t testing.TB, cs kubernetes.Interface) float64 {
+	return apiserverCounter(t, cs, "apiserver_admission_webhook_fail_open_count", "probe.kubectl-mesh.io")
+}
+
+// apiserverCounter sums the API server's metric series that start with prefix and mention label.
+func apiserverCounter(t testing.TB, cs kubernetes.Interface, prefix, label string) float64 {
 	t.Helper()
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("API server metrics: %v", err)
 	}
 	var total float64
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_admission_webhook_fail_open_count") && strings.Contains(line, "probe.kubectl-mesh.io") {
+		if strings.HasPrefix(line, prefix) && strings.Contains(line, label) {
 			var v float64
 			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
 				total += v

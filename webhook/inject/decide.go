@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -227,6 +228,10 @@ func decideExisting(pod *corev1.Pod, probes []probeLocation, mesh MeshInfo, env 
 			d.Patch = []PatchOperation{
 				{Op: "remove", Path: path},
 				{Op: "remove", Path: "/metadata/annotations/" + escapePointer(AnnotationStatus)},
+			}
+			// And the empty volume the probe mounted over the token path, which nothing else uses.
+			if i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == TokenShadowVolume }); i >= 0 {
+				d.Patch = append(d.Patch, PatchOperation{Op: "remove", Path: "/spec/volumes/" + strconv.Itoa(i)})
 			}
 			return d
 		}

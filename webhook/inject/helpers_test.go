@@ -139,13 +139,27 @@ func checkProbe(t testing.TB, pod *corev1.Pod, native bool) {
 		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 		t.Errorf("security context %+v", sc)
 	}
-	if len(c.VolumeMounts) != 0 || len(c.VolumeDevices) != 0 {
-		t.Errorf("probe mounts %v %v; it must mount nothing", c.VolumeMounts, c.VolumeDevices)
+	// One mount: the empty read-only directory over the service-account token's path, which
+	// keeps the token out of the probe (and the ServiceAccount plugin from changing the pod
+	// after us). Nothing else, and nothing from the host.
+	if len(c.VolumeMounts) != 1 || len(c.VolumeDevices) != 0 || c.VolumeMounts[0].Name != TokenShadowVolume ||
+		c.VolumeMounts[0].MountPath != serviceAccountTokenPath || !c.VolumeMounts[0].ReadOnly {
+		t.Errorf("probe mounts %v %v; it must mount only the empty directory over the token", c.VolumeMounts, c.VolumeDevices)
 	}
+	shadows := 0
 	for _, v := range pod.Spec.Volumes {
 		if v.HostPath != nil {
 			t.Errorf("pod has hostPath volume %s", v.Name)
 		}
+		if v.Name == TokenShadowVolume {
+			shadows++
+			if v.EmptyDir == nil {
+				t.Errorf("volume %s is not an emptyDir: %+v", v.Name, v.VolumeSource)
+			}
+		}
+	}
+	if shadows != 1 {
+		t.Errorf("pod has %d volumes %s, want 1", shadows, TokenShadowVolume)
 	}
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != ProbePort || c.Ports[0].Name != ProbePortName {
 		t.Errorf("ports %+v", c.Ports)

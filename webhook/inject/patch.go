@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -63,10 +64,12 @@ func injectPatch(pod *corev1.Pod, c corev1.Container, native bool, idx int, st S
 	if native {
 		n = len(pod.Spec.InitContainers)
 	}
-	return []PatchOperation{
-		addToList(listPath(native), n, idx, c),
-		setAnnotation(pod, AnnotationStatus, st.String()),
+	ops := []PatchOperation{addToList(listPath(native), n, idx, c)}
+	if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == TokenShadowVolume }) {
+		nv := len(pod.Spec.Volumes)
+		ops = append(ops, addToList("/spec/volumes", nv, nv, tokenShadowVolume()))
 	}
+	return append(ops, setAnnotation(pod, AnnotationStatus, st.String()))
 }
 
 // envPatch rewrites only the probe's own variables, by name, in the existing container at path,

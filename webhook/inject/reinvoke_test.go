@@ -133,8 +133,8 @@ func TestReinvocationRemovesRejectedProbe(t *testing.T) {
 	}
 	checkDecisionShape(t, d)
 	pod, _ = applyPatch(t, doc, d.Patch)
-	if len(findProbes(pod)) != 0 || pod.Annotations[AnnotationStatus] != "" {
-		t.Fatalf("probe or status left behind: %v", containerNames(pod.Spec.Containers))
+	if len(findProbes(pod)) != 0 || pod.Annotations[AnnotationStatus] != "" || len(pod.Spec.Volumes) != len(tc.Pod.Spec.Volumes) {
+		t.Fatalf("probe, status or volume left behind: %v, volumes %v", containerNames(pod.Spec.Containers), pod.Spec.Volumes)
 	}
 	if d = Decide(tc.input(pod)); d.Reason != ReasonProbeConfigRejected || len(d.Patch) != 0 {
 		t.Fatalf("third pass: %s (%s)", d.Reason, d.Message)
