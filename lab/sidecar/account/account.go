@@ -38,14 +38,19 @@ type Account struct {
 	keep    int
 	started time.Time
 
-	mu       sync.Mutex
-	ring     []entry // oldest first once full: ring[next:] then ring[:next]
-	next     int
-	total    uint64 // residences since start
-	errors   uint64
-	lastErr  string
-	resetAt  time.Time
-	cpuReset time.Duration // process CPU time at resetAt
+	mu      sync.Mutex
+	ring    []entry // oldest first once full: ring[next:] then ring[:next]
+	next    int
+	total   uint64 // residences since start
+	errors  uint64
+	lastErr string
+	resetAt time.Time
+	// resetMono is resetAt on CLOCK_MONOTONIC, the residences' own clock: "since the reset" is
+	// decided on it, exactly. Converting a residence's stamp to the wall clock is only as good
+	// as the offset between the clocks, read each time, so a request arriving right after a
+	// reset could land before it.
+	resetMono int64
+	cpuReset  time.Duration // process CPU time at resetAt
 	// evicted is the arrival time of the newest residence pushed out of the ring: a window
 	// starting at or before it is incomplete.
 	evicted time.Time
@@ -63,7 +68,7 @@ func New(cfg Config, keep int) *Account {
 		keep = DefaultKeep
 	}
 	now := time.Now()
-	return &Account{cfg: cfg, keep: keep, started: now, resetAt: now, cpuReset: processCPU(),
+	return &Account{cfg: cfg, keep: keep, started: now, resetAt: now, resetMono: monotonicNow(), cpuReset: processCPU(),
 		ring: make([]entry, 0, min(keep, 4096))}
 }
 
@@ -96,7 +101,7 @@ func (a *Account) Reset() {
 	cpu := processCPU()
 	a.mu.Lock()
 	a.ring, a.next, a.evicted = a.ring[:0], 0, time.Time{}
-	a.resetAt, a.cpuReset = time.Now(), cpu
+	a.resetAt, a.resetMono, a.cpuReset = time.Now(), monotonicNow(), cpu
 	a.mu.Unlock()
 }
 
@@ -179,14 +184,16 @@ var histogramBounds = func() []float64 {
 func (a *Account) Stats(since time.Time, list bool) Stats {
 	cpu := processCPU()
 	a.mu.Lock()
+	keep := func(e entry) bool { return !e.at.Before(since) }
 	if since.IsZero() {
 		since = a.resetAt
+		keep = func(e entry) bool { return e.r.Arrived >= a.resetMono }
 	}
 	var in []entry
 	// Oldest first: before the ring wraps next is 0 and ring[next:] is all of it.
 	for _, part := range [][]entry{a.ring[a.next:], a.ring[:a.next]} {
 		for _, e := range part {
-			if !e.at.Before(since) {
+			if keep(e) {
 				in = append(in, e)
 			}
 		}
@@ -217,6 +224,15 @@ func (a *Account) Stats(since time.Time, list bool) Stats {
 		}
 	}
 	return s
+}
+
+// monotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of fixture.Residence stamps.
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic("clock_gettime(CLOCK_MONOTONIC): " + err.Error())
+	}
+	return ts.Nano()
 }
 
 func summarize(ds []time.Duration) Summary {

@@ -9,18 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 )
-
-func monotonicNow() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(err)
-	}
-	return ts.Nano()
-}
 
 // residence arrived ago before now, with the given paths.
 func residence(ago, req, resp time.Duration) fixture.Residence {
