@@ -154,19 +154,22 @@ func TestSidecarOverheadAccuracy(t *testing.T) {
 			t.Errorf("no HTML report: %v", err)
 		}
 	}
-	// The probe follows the configured delay: its p50 grows by the delay, and as the sidecar's
-	// own residence grows, each within 100 us. The sidecar holds each request on Go's timer
-	// and then a high-resolution one (fixture.spin), so it overshoots by tens of microseconds
-	// (1 ms grew by 1.019 ms, 5 ms by 5.000 ms); with time.Sleep alone it overshot by
-	// 0.16-0.45 ms and only the sidecar's own account could be the reference.
+	// The probe follows the configured delay: its p50 grows as the sidecar's own residence
+	// grows, within 100 us, and the residence grows by at least the delay. Against the delay
+	// itself the growth is logged, not asserted: the sidecar holds each request on Go's timer
+	// and then a high-resolution one (fixture.spin), which on a quiet lab overshoots by tens of
+	// microseconds (1 ms grew by 1.019 ms, 5 ms by 5.000 ms) but during CI by 90-256 us (1.090,
+	// 5.256 ms; the probe followed within 10 and 51 us). That is the proxy's own lateness, which
+	// the probe must and does report; the sidecar's account is the exact reference.
 	for _, d := range delays[1:] {
 		growth, truthGrowth := probeP50[d]-probeP50[0], truthP50[d]-truthP50[0]
-		t.Logf("configured delay %s: probe p50 grew by %.3f ms, the sidecar's own residence by %.3f ms", d, growth, truthGrowth)
+		t.Logf("configured delay %s: probe p50 grew by %.3f ms (%+.0f us from the delay), the sidecar's own residence by %.3f ms",
+			d, growth, (growth-ms(d))*1000, truthGrowth)
 		if math.Abs(growth-truthGrowth) > 0.1 {
 			t.Errorf("configured delay %s: the probe's p50 grew by %.3f ms, the sidecar's residence by %.3f ms (limit 100 us)", d, growth, truthGrowth)
 		}
-		if math.Abs(growth-ms(d)) > 0.1 {
-			t.Errorf("configured delay %s: the probe's p50 grew by %.3f ms (limit 100 us from the delay; the sidecar's own residence grew by %.3f ms)", d, growth, truthGrowth)
+		if truthGrowth < ms(d)-0.1 {
+			t.Errorf("configured delay %s: the sidecar's residence grew by only %.3f ms: the delay was not applied", d, truthGrowth)
 		}
 	}
 
