@@ -102,17 +102,7 @@ func TestCPUAccountingMatchesRusage(t *testing.T) {
 	if filter.Level != 1 {
 		t.Fatalf("level %d for a child of the root", filter.Level)
 	}
-	p, err := LoadCPUProbe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.SetFilter(filter); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Attach(); err != nil {
-		t.Fatal(err)
-	}
+	p := attachedCPUProbe(t, filter)
 
 	cg, err := os.Open(dir)
 	if err != nil {
@@ -222,17 +212,7 @@ func TestCPUAccountingShortSlices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := LoadCPUProbe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.SetFilter(filter); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Attach(); err != nil {
-		t.Fatal(err)
-	}
+	p := attachedCPUProbe(t, filter)
 
 	r1, w1, err := os.Pipe()
 	if err != nil {
@@ -307,4 +287,21 @@ func cgroupUsage(dir string) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("no usage_usec in %s/cpu.stat", dir)
+}
+
+// attachedCPUProbe loads the CPU probe, gives it filter and attaches it; the test closes it.
+func attachedCPUProbe(t *testing.T, filter CPUFilter) *CPUProbe {
+	t.Helper()
+	p, err := LoadCPUProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if err := p.SetFilter(filter); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

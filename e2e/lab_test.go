@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-mesh/kubectl-mesh/lab"
 	"github.com/kubectl-mesh/kubectl-mesh/lab/proc"
@@ -118,12 +120,7 @@ func TestLabUpAndWorkload(t *testing.T) {
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.CreateWithRetry(ctx, 30*time.Second, func(ctx context.Context) error {
-		_, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	createDeployment(ctx, t, cs, d)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		got, err := cs.AppsV1().Deployments(ns).Get(ctx, "hello", metav1.GetOptions{})
@@ -193,4 +190,16 @@ func hostKubeRules(t *testing.T) []string {
 		t.Fatal("no iptables-save could run in the host's namespace: cannot check for left-behind rules")
 	}
 	return found
+}
+
+// createDeployment creates d in its namespace, retrying while the lab's API server still
+// refuses (lab.CreateWithRetry: a new namespace's service account not there yet, and the like).
+func createDeployment(ctx context.Context, t testing.TB, cs kubernetes.Interface, d *appsv1.Deployment) {
+	t.Helper()
+	if err := lab.CreateWithRetry(ctx, 30*time.Second, func(ctx context.Context) error {
+		_, err := cs.AppsV1().Deployments(d.Namespace).Create(ctx, d, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -69,12 +69,7 @@ func TestPerfRunStoredListedCompared(t *testing.T) {
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.CreateWithRetry(ctx, 30*time.Second, func(ctx context.Context) error {
-		_, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	createDeployment(ctx, t, cs, d)
 	waitAvailable(t, cs, ns, "echo", 2, 2*time.Minute)
 
 	// Enabling lists the running pods without the probe and --restart rolls them.

@@ -176,12 +176,7 @@ func TestWebhookInjectsSkipsAndFailsOpen(t *testing.T) {
 	ns := "e2e-inject"
 	makeNamespace(t, cs, ns, map[string]string{inject.LabelProbe: inject.ValueEnabled})
 	d, _ := lab.EchoWorkload(ns, "echo", 1)
-	if err := lab.CreateWithRetry(ctx, 30*time.Second, func(ctx context.Context) error {
-		_, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	createDeployment(ctx, t, cs, d)
 	waitAvailable(t, cs, ns, "echo", 1, 120*time.Second)
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
 	if err != nil || len(pods.Items) != 1 {
@@ -219,12 +214,7 @@ func TestWebhookInjectsSkipsAndFailsOpen(t *testing.T) {
 	makeNamespace(t, cs, psa, map[string]string{inject.LabelProbe: inject.ValueEnabled, "pod-security.kubernetes.io/enforce": "restricted"})
 	rd, _ := lab.EchoWorkload(psa, "echo", 1)
 	rd.Spec.Template.Spec.SecurityContext.RunAsNonRoot = ptr.To(true)
-	if err := lab.CreateWithRetry(ctx, 30*time.Second, func(ctx context.Context) error {
-		_, err := cs.AppsV1().Deployments(psa).Create(ctx, rd, metav1.CreateOptions{})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	createDeployment(ctx, t, cs, rd)
 	waitAvailable(t, cs, psa, "echo", 1, 120*time.Second)
 	waitFor(t, 30*time.Second, "ProbeSkipped event", func() error { return hasEvent(cs, psa, inject.EventProbeSkipped, "ReplicaSet") })
 	rp, _ := cs.CoreV1().Pods(psa).List(ctx, metav1.ListOptions{})

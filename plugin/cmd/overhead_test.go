@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,36 +21,6 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
 	"github.com/kubectl-mesh/kubectl-mesh/smps"
 )
-
-// The golden tests of this package share one -update flag (a flag can be defined once per
-// test binary); package variables are initialised before init functions run, so whichever
-// test file defines it first wins.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files in testdata/")
-	}
-}
-
-func overheadGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if f := flag.Lookup("update"); f != nil && f.Value.String() == "true" {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -run %s -update to create it)", err, t.Name())
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s is stale (rerun with -update if the change is intended)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 var (
 	ohStart = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -113,7 +82,7 @@ func TestOverheadTableGolden(t *testing.T) {
 	if err := overheadOptions(srv, &out).Run(context.Background()); err != nil {
 		t.Fatalf("unhealthy probes are rows, not errors: %v", err)
 	}
-	overheadGolden(t, "overhead-all.txt", out.Bytes())
+	golden(t, "overhead-all.txt", out.Bytes())
 }
 
 func TestOverheadYAMLGolden(t *testing.T) {
@@ -128,7 +97,7 @@ func TestOverheadYAMLGolden(t *testing.T) {
 	if err := smps.Decode(bytes.NewReader(out.Bytes()), &r); err != nil {
 		t.Fatalf("not a valid OverheadReport: %v", err)
 	}
-	overheadGolden(t, "overhead-shop.yaml", out.Bytes())
+	golden(t, "overhead-shop.yaml", out.Bytes())
 }
 
 // Through the cobra command: flags, kubeconfig overrides, errors and exit codes.

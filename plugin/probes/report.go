@@ -393,25 +393,15 @@ func (a *nsAggregate) overhead(ns string) smps.NamespaceOverhead {
 	return no
 }
 
-// percentiles are computed as the probe computes its own (probe/recorder), so a namespace of
-// one pod shows that pod's figures.
+// percentiles are the probe's own summary (api.PercentilesOf), so a namespace of one pod shows
+// that pod's figures. A negative value (impossible for exchanges paired by containment, but the
+// histogram can hold one) is clamped to zero: the report has no room for it.
 func percentiles(h *histogram.Histogram) api.Percentiles {
-	return api.Percentiles{
-		Count: h.Count(),
-		P50:   usMillis(h.Quantile(0.5)),
-		P90:   usMillis(h.Quantile(0.9)),
-		P99:   usMillis(h.Quantile(0.99)),
-		P999:  usMillis(h.Quantile(0.999)),
-		Max:   usMillis(h.Max()),
-		Mean:  usMillis(h.Mean()),
+	p := api.PercentilesOf(h)
+	for _, v := range []*float64{&p.P50, &p.P90, &p.P99, &p.P999, &p.Max, &p.Mean} {
+		*v = max(*v, 0)
 	}
-}
-
-// usMillis: milliseconds rounded to the microsecond, the probe's resolution. A negative value
-// (impossible for exchanges paired by containment, but the histogram can hold one) is clamped
-// to zero: the report has no room for it.
-func usMillis(d time.Duration) float64 {
-	return api.Millis(max(d, 0).Round(time.Microsecond))
+	return p
 }
 
 func tailMs(p *api.Percentiles) *smps.TailLatencyMs {

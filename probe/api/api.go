@@ -192,6 +192,27 @@ func ParseWindow(s string) (window.Spec, error) {
 	return window.Spec{}, fmt.Errorf("unknown window %q: use one of %s", s, strings.Join(window.Names(), ", "))
 }
 
+// PercentilesOf summarises h as snapshots report it: milliseconds rounded to the microsecond,
+// the resolution the probe claims (its timestamps are nanoseconds, but the quantiles are bucket
+// midpoints). The plugin summarises merged histograms with it too, so that a namespace of one
+// pod shows that pod's figures.
+func PercentilesOf(h *histogram.Histogram) Percentiles {
+	return Percentiles{
+		Count: h.Count(),
+		P50:   MillisUs(h.Quantile(0.5)),
+		P90:   MillisUs(h.Quantile(0.9)),
+		P99:   MillisUs(h.Quantile(0.99)),
+		P999:  MillisUs(h.Quantile(0.999)),
+		Max:   MillisUs(h.Max()),
+		Mean:  MillisUs(h.Mean()),
+	}
+}
+
+// MillisUs is d in milliseconds rounded to the microsecond.
+func MillisUs(d time.Duration) float64 {
+	return Millis(d.Round(time.Microsecond))
+}
+
 // Millis converts a duration to fractional milliseconds.
 func Millis(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)

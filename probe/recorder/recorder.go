@@ -167,11 +167,11 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		Notes:           ctx.Notes,
 		Requests:        a.Requests,
 		Measured:        a.Edge.Count(),
-		Edge:            percentiles(&a.Edge),
-		App:             percentiles(&a.App),
-		ProxyAdded:      percentiles(&a.ProxyAdded),
-		RequestPath:     percentiles(&a.RequestPath),
-		ResponsePath:    percentiles(&a.ResponsePath),
+		Edge:            api.PercentilesOf(&a.Edge),
+		App:             api.PercentilesOf(&a.App),
+		ProxyAdded:      api.PercentilesOf(&a.ProxyAdded),
+		RequestPath:     api.PercentilesOf(&a.RequestPath),
+		ResponsePath:    api.PercentilesOf(&a.ResponsePath),
 		Histograms: &api.Histograms{
 			ProxyAdded:   sparse(&a.ProxyAdded),
 			Edge:         sparse(&a.Edge),
@@ -206,7 +206,7 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 	// only in total with other ambiguous ones.
 	if n := a.ProxyAdded.Count() + a.Counts.AmbiguousSettled; n > 0 {
 		total := a.ProxyAdded.Sum() + a.Counts.AmbiguousProxyAdded
-		s.ProxyAddedMean = api.MeanOnly{Count: n, Mean: usMillis(total / time.Duration(n))}
+		s.ProxyAddedMean = api.MeanOnly{Count: n, Mean: api.MillisUs(total / time.Duration(n))}
 	}
 	// Pairs are decided by time containment: requests that overlap on
 	// several connections can be impossible to tell apart, and those that
@@ -244,25 +244,6 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		return s.CPU[i].CgroupID < s.CPU[j].CgroupID
 	})
 	return s, nil
-}
-
-// usMillis is a duration in milliseconds rounded to the microsecond: the
-// resolution the probe claims (its timestamps are nanoseconds, but the
-// quantiles are bucket midpoints).
-func usMillis(d time.Duration) float64 {
-	return api.Millis(d.Round(time.Microsecond))
-}
-
-func percentiles(h *histogram.Histogram) api.Percentiles {
-	return api.Percentiles{
-		Count: h.Count(),
-		P50:   usMillis(h.Quantile(0.5)),
-		P90:   usMillis(h.Quantile(0.9)),
-		P99:   usMillis(h.Quantile(0.99)),
-		P999:  usMillis(h.Quantile(0.999)),
-		Max:   usMillis(h.Max()),
-		Mean:  usMillis(h.Mean()),
-	}
 }
 
 // sparse exports a histogram for the snapshot; nil when empty, to keep

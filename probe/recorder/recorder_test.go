@@ -127,7 +127,7 @@ func TestSnapshotCarriesHistograms(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		if got := percentiles(h); got != c.pct {
+		if got := api.PercentilesOf(h); got != c.pct {
 			t.Errorf("%s: from the histogram %+v, in the snapshot %+v", c.name, got, c.pct)
 		}
 	}
