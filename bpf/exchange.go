@@ -25,6 +25,10 @@ const (
 	// PortLearnt is set by the app program on ports it learnt from a SYN
 	// sent by one of the proxy source addresses.
 	PortLearnt = PortRole(ExchangePortRolePORT_ROLE_LEARNT)
+	// PortOutbound marks the proxy's outbound port on lo (Istio 15001,
+	// Linkerd 4140): the application's outgoing connections arrive there.
+	// Used only by a probe loaded with ExchangeOptions.Outbound.
+	PortOutbound = PortRole(ExchangePortRolePORT_ROLE_OUTBOUND)
 )
 
 // ExchangeOptions sizes the exchange maps. Zero values keep the defaults
@@ -35,6 +39,11 @@ type ExchangeOptions struct {
 	// RingBufferBytes is the size of the events ring buffer: a power of
 	// two and a multiple of the page size.
 	RingBufferBytes uint32
+	// Outbound also follows the pod's outgoing calls through its proxy:
+	// the application's connections to the PortOutbound port on lo, and
+	// the connections whose SYN leaves eth0. Without it the programs are
+	// loaded with those paths pruned by the verifier.
+	Outbound bool
 }
 
 // ExchangeProbe owns the loaded exchange programs and maps and the TC
@@ -61,6 +70,15 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 	}
 	if opts.RingBufferBytes > 0 {
 		spec.Maps[ExchangeMapEvents].MaxEntries = opts.RingBufferBytes
+	}
+	if opts.Outbound {
+		v, ok := spec.Variables["track_outbound"]
+		if !ok {
+			return nil, errors.New("exchange object has no track_outbound variable: regenerate it (make generate)")
+		}
+		if err := v.Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set track_outbound: %w", err)
+		}
 	}
 	p := &ExchangeProbe{}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
@@ -236,6 +254,10 @@ type ExchangeStats struct {
 	IdleLate          uint64 // response segments after FlushIdle emitted their exchange
 	IdleRace          uint64 // FlushIdle events dropped: the flow changed while copied
 	BareACK           uint64 // TCP without payload, SYN, FIN or RST: left before any lookup
+	// OutboundUnknown: with Outbound, segments of connections that no
+	// port names and that are not tracked as outbound (accepted on an
+	// unmeasured port, or opened before the probe).
+	OutboundUnknown uint64
 }
 
 // Stats reads the exchange counters.
@@ -259,6 +281,7 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 		ExchangeExchangeStatSTAT_IDLE_LATE:          &s.IdleLate,
 		ExchangeExchangeStatSTAT_IDLE_RACE:          &s.IdleRace,
 		ExchangeExchangeStatSTAT_BARE_ACK:           &s.BareACK,
+		ExchangeExchangeStatSTAT_OUTBOUND_UNKNOWN:   &s.OutboundUnknown,
 	}
 	for idx, dst := range fields {
 		v, err := sumPerCPU(p.objs.Stats, uint32(idx))

@@ -79,7 +79,8 @@ const (
 	ExchangeExchangeStatSTAT_IDLE_LATE          ExchangeExchangeStat = 14
 	ExchangeExchangeStatSTAT_IDLE_RACE          ExchangeExchangeStat = 15
 	ExchangeExchangeStatSTAT_BARE_ACK           ExchangeExchangeStat = 16
-	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 17
+	ExchangeExchangeStatSTAT_OUTBOUND_UNKNOWN   ExchangeExchangeStat = 17
+	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 18
 )
 
 type ExchangeFlow struct {
@@ -102,9 +103,11 @@ type ExchangeFlow struct {
 	SeqKnown    uint8
 	Interim     uint8
 	Leg         uint8
+	Direction   uint8
 	Family      uint8
 	HeadLen     uint8
 	Head        [64]uint8
+	_           [7]byte
 }
 
 type ExchangeFlowKey struct {
@@ -134,9 +137,10 @@ const (
 type ExchangePortRole uint32
 
 const (
-	ExchangePortRolePORT_ROLE_EDGE   ExchangePortRole = 1
-	ExchangePortRolePORT_ROLE_APP    ExchangePortRole = 2
-	ExchangePortRolePORT_ROLE_LEARNT ExchangePortRole = 4
+	ExchangePortRolePORT_ROLE_EDGE     ExchangePortRole = 1
+	ExchangePortRolePORT_ROLE_APP      ExchangePortRole = 2
+	ExchangePortRolePORT_ROLE_LEARNT   ExchangePortRole = 4
+	ExchangePortRolePORT_ROLE_OUTBOUND ExchangePortRole = 8
 )
 
 // Names of all BPF objects in the ELF.
@@ -153,6 +157,7 @@ const (
 	ExchangeProgEdgeEgress      = "edge_egress"
 	ExchangeProgEdgeIngress     = "edge_ingress"
 	ExchangeProgFlushIdle       = "flush_idle"
+	ExchangeVarTrackOutbound    = "track_outbound"
 	ExchangeVarUnusedBtfAnchors = "unused_btf_anchors"
 )
 
@@ -220,6 +225,7 @@ type ExchangeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExchangeVariableSpecs struct {
+	TrackOutbound    *ebpf.VariableSpec `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.VariableSpec `ebpf:"unused_btf_anchors"`
 }
 
@@ -266,6 +272,7 @@ func (m *ExchangeMaps) Close() error {
 //
 // It can be passed to LoadExchangeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExchangeVariables struct {
+	TrackOutbound    *ebpf.Variable `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.Variable `ebpf:"unused_btf_anchors"`
 }
 

@@ -33,8 +33,20 @@ type runHarness struct {
 
 func newRunHarness(t *testing.T, ports map[uint16]PortRole) *runHarness {
 	t.Helper()
+	return newRunHarnessWith(t, ExchangeOptions{}, ports)
+}
+
+// newRunHarnessWith loads the programs with opts (small maps unless set).
+func newRunHarnessWith(t *testing.T, opts ExchangeOptions, ports map[uint16]PortRole) *runHarness {
+	t.Helper()
 	requireRoot(t)
-	p, err := LoadExchangeProbe(ExchangeOptions{MaxFlows: 1024, RingBufferBytes: 1 << 16})
+	if opts.MaxFlows == 0 {
+		opts.MaxFlows = 1024
+	}
+	if opts.RingBufferBytes == 0 {
+		opts.RingBufferBytes = 1 << 16
+	}
+	p, err := LoadExchangeProbe(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

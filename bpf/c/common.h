@@ -26,9 +26,14 @@ enum leg {
 	LEG_APP = 2,
 };
 
-/* Which end of the connection lives in the pod. Only inbound is tracked so far. */
+/* Which end of the connection lives in the pod. */
 enum direction {
+	/* The pod serves: a client elsewhere calls the application through
+	 * the proxy (edge exchange outside, app exchange inside it). */
 	DIRECTION_INBOUND = 1,
+	/* The pod calls: the application's request goes to the proxy on lo
+	 * (app exchange outside) and the proxy calls the upstream over eth0
+	 * (edge exchange inside it). */
 	DIRECTION_OUTBOUND = 2,
 };
 
@@ -104,6 +109,9 @@ enum port_role {
 	/* Set by the BPF program when it learnt the APP role itself: a SYN on lo
 	 * from one of the configured proxy source addresses (Istio: 127.0.0.6). */
 	PORT_ROLE_LEARNT = 1 << 2,
+	/* The proxy's outbound port on lo (Istio 15001, Linkerd 4140), where
+	 * iptables REDIRECT delivers the application's outgoing connections. */
+	PORT_ROLE_OUTBOUND = 1 << 3,
 };
 
 /* Indexes into the per-CPU stats array. Every packet or exchange the programs
@@ -126,6 +134,7 @@ enum exchange_stat {
 	STAT_IDLE_LATE,          /* response segments after the idle scan emitted the exchange */
 	STAT_IDLE_RACE,          /* idle-scan events discarded: the flow moved on while copied */
 	STAT_BARE_ACK,           /* TCP without payload, SYN, FIN or RST: nothing to track */
+	STAT_OUTBOUND_UNKNOWN,   /* segments of outbound-looking connections not seen from their start */
 	STAT_MAX,
 };
 

@@ -28,6 +28,13 @@
  * exactly once whether the idle scan or the TC program gets there first.
  * The atomics need the v3 instruction set (kernel 5.12+, clang -mcpu=v3).
  *
+ * Outbound (when the loader sets track_outbound: the proxy has an outbound
+ * port) is the mirror: the application's connection to the proxy's outbound
+ * port on lo is the outer exchange, the proxy's connection to the upstream
+ * on eth0 the inner one. The eth0 side follows only connections whose SYN
+ * left the pod, so connections it accepted, or opened before the probe, are
+ * never mistaken for outbound calls.
+ *
  * Edge egress also records which cgroup's socket answers on each edge port
  * (bpf_skb_cgroup_id): with a sidecar, that is the proxy's container, which
  * is how userspace tells the proxy's CPU from the application's.
@@ -108,9 +115,23 @@ struct flow {
 	__u8 seq_known; /* SEQ_KNOWN_* */
 	__u8 interim;   /* the response so far is an HTTP 1xx (100-continue) */
 	__u8 leg;
+	__u8 direction; /* enum direction */
 	__u8 family;
 	__u8 head_len;
 	__u8 head[REQ_HEAD_LEN];
+};
+
+/* Set by the Go loader before loading (bpf.ExchangeOptions.Outbound): follow
+ * outbound connections too. A constant, so that without it the verifier
+ * prunes the outbound paths and inbound-only pods pay nothing for them. */
+volatile const __u8 track_outbound = 0;
+
+/* Whether track may create a flow entry for a segment of an unknown
+ * connection. */
+enum create_policy {
+	CREATE_ANY = 0,    /* any segment (mid-stream: flagged PREDATES_PROBE) */
+	CREATE_ON_SYN = 1, /* only a SYN from the client: the start was seen */
+	CREATE_NEVER = 2,  /* the connection must already be tracked */
 };
 
 /* Connections in flight. LRU so that connections whose FIN/RST was never
@@ -476,7 +497,7 @@ static __always_inline void fill_event(struct exchange_event *e, const struct fl
 	e->responses = f->responses;
 	e->version = EXCHANGE_EVENT_VERSION;
 	e->leg = f->leg;
-	e->direction = DIRECTION_INBOUND;
+	e->direction = f->direction;
 	e->family = f->family;
 	e->head_len = f->head_len;
 	e->_pad[0] = 0;
@@ -635,12 +656,14 @@ static __always_inline void on_response_payload(struct __sk_buff *skb, struct fl
 	f->resp_bytes += fresh;
 }
 
-/* track applies one segment to its connection's exchange state. */
+/* track applies one segment to its connection's exchange state. f is the
+ * connection's flow entry, looked up by the caller (NULL: not tracked yet);
+ * create says whether this segment may start tracking it. */
 static __always_inline void track(struct __sk_buff *skb, const struct segment *seg,
-				  const struct flow_key *key, int from_client, __u8 leg)
+				  const struct flow_key *key, struct flow *f, int from_client,
+				  __u8 leg, __u8 dir, enum create_policy create)
 {
 	__u8 tcp_flags = seg->tcp_flags;
-	struct flow *f = bpf_map_lookup_elem(&flows, key);
 	__u64 now = bpf_ktime_get_ns();
 
 	if (tcp_flags & TCP_SYN && !(tcp_flags & TCP_ACK) && f) {
@@ -659,7 +682,14 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 			return;
 		if (tcp_flags & TCP_RST)
 			return;
+		if (create == CREATE_NEVER ||
+		    (create == CREATE_ON_SYN &&
+		     (!from_client || (tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN))) {
+			count(STAT_OUTBOUND_UNKNOWN);
+			return;
+		}
 		init.leg = leg;
+		init.direction = dir;
 		init.family = seg->family;
 		init.xid = 1;
 		if (!(tcp_flags & TCP_SYN)) {
@@ -785,14 +815,27 @@ static __always_inline int edge_packet(struct __sk_buff *skb, int ingress)
 	if (bare_ack(&seg))
 		return TC_ACT_UNSPEC;
 	server_port = ingress ? seg.dport : seg.sport;
-	if (!(port_roles(server_port) & PORT_ROLE_EDGE)) {
+	if (port_roles(server_port) & PORT_ROLE_EDGE) {
+		/* Inbound: a client calls a port of the pod. */
+		if (!ingress && seg.payload_len > 0)
+			note_server_cgroup(skb, server_port);
+		orient(&key, &seg, ingress, skb->ifindex);
+		track(skb, &seg, &key, bpf_map_lookup_elem(&flows, &key), ingress, LEG_EDGE,
+		      DIRECTION_INBOUND, CREATE_ANY);
+		return TC_ACT_UNSPEC;
+	}
+	if (!track_outbound) {
 		count(STAT_NO_PORT);
 		return TC_ACT_UNSPEC;
 	}
-	if (!ingress && seg.payload_len > 0)
-		note_server_cgroup(skb, server_port);
-	orient(&key, &seg, ingress, skb->ifindex);
-	track(skb, &seg, &key, ingress, LEG_EDGE);
+	/* Perhaps outbound: the pod (its proxy) calls an upstream. The pod is
+	 * the client, so egress carries the requests. Only a SYN leaving the
+	 * pod starts tracking (track's CREATE_ON_SYN): a segment of any other
+	 * unknown connection, such as one the pod accepted on a port that is
+	 * not measured, is counted and left alone. */
+	orient(&key, &seg, !ingress, skb->ifindex);
+	track(skb, &seg, &key, bpf_map_lookup_elem(&flows, &key), !ingress, LEG_EDGE,
+	      DIRECTION_OUTBOUND, ingress ? CREATE_NEVER : CREATE_ON_SYN);
 	return TC_ACT_UNSPEC;
 }
 
@@ -814,6 +857,42 @@ int edge_egress(struct __sk_buff *skb)
 	return edge_packet(skb, 0);
 }
 
+/* outbound_key: the key of an application's connection to the proxy's
+ * outbound port on lo. Only the application's end is in it: requests go to
+ * the proxy's port, but answers come back from the address and port the
+ * application dialled (netfilter reverses the REDIRECT on their way out of
+ * the proxy's socket, before lo sees them), so the server end differs
+ * between the two directions; the client end names the connection alone. */
+static __always_inline void outbound_key(struct flow_key *key, const __u8 addr[16], __u16 port,
+					 __u8 family, __u32 ifindex)
+{
+	__builtin_memcpy(key->client_addr, addr, 16);
+	/* The unspecified address of the client's family (0.0.0.0 is
+	 * ::ffff:0.0.0.0 here), so that events still decode as one family. */
+	if (family == 4)
+		ipv4_mapped(key->server_addr, 0);
+	else
+		__builtin_memset(key->server_addr, 0, 16);
+	key->client_port = port;
+	key->server_port = 0; /* never a server port of an inbound key */
+	key->ifindex = ifindex;
+}
+
+/* outbound_answer applies seg to the application's outbound connection it
+ * answers, if there is one; 1 if it did. */
+static __always_inline int outbound_answer(struct __sk_buff *skb, const struct segment *seg)
+{
+	struct flow_key key = {};
+	struct flow *f;
+
+	outbound_key(&key, seg->daddr, seg->dport, seg->family, skb->ifindex);
+	f = bpf_map_lookup_elem(&flows, &key);
+	if (!f)
+		return 0;
+	track(skb, seg, &key, f, 0, LEG_APP, DIRECTION_OUTBOUND, CREATE_NEVER);
+	return 1;
+}
+
 /* Hook: TC ingress (TCX or clsact) of the pod's lo. Sees both directions of
  * proxy <-> application connections; every loopback packet crosses lo egress
  * then lo ingress, so hooking one side counts each packet once. Attaching
@@ -833,7 +912,19 @@ int app_ingress(struct __sk_buff *skb)
 	if (port_roles(seg.dport) & PORT_ROLE_APP) {
 		from_client = 1;
 	} else if (port_roles(seg.sport) & PORT_ROLE_APP) {
-		from_client = 0;
+		struct flow *f;
+
+		orient(&key, &seg, 0, skb->ifindex);
+		f = bpf_map_lookup_elem(&flows, &key);
+		/* An answer to an outbound call comes back with the source
+		 * address and port the application dialled (netfilter undoes
+		 * the REDIRECT), which may well be a port the pod serves too:
+		 * an unknown connection here is first looked for among the
+		 * outbound ones. */
+		if (!f && track_outbound && outbound_answer(skb, &seg))
+			return TC_ACT_UNSPEC;
+		track(skb, &seg, &key, f, 0, LEG_APP, DIRECTION_INBOUND, CREATE_ANY);
+		return TC_ACT_UNSPEC;
 	} else if ((seg.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
 		   bpf_map_lookup_elem(&proxy_sources, seg.saddr)) {
 		/* Learn the application's port from the proxy's connection
@@ -844,12 +935,21 @@ int app_ingress(struct __sk_buff *skb)
 		if (bpf_map_update_elem(&ports, &port, &roles, BPF_NOEXIST) == 0)
 			count(STAT_PORTS_LEARNT);
 		from_client = 1;
+	} else if (track_outbound && port_roles(seg.dport) & PORT_ROLE_OUTBOUND) {
+		/* The application calls out; iptables has redirected the
+		 * connection to the proxy's outbound port. */
+		outbound_key(&key, seg.saddr, seg.sport, seg.family, skb->ifindex);
+		track(skb, &seg, &key, bpf_map_lookup_elem(&flows, &key), 1, LEG_APP,
+		      DIRECTION_OUTBOUND, CREATE_ANY);
+		return TC_ACT_UNSPEC;
 	} else {
-		count(STAT_NO_PORT);
+		if (!(track_outbound && outbound_answer(skb, &seg)))
+			count(STAT_NO_PORT);
 		return TC_ACT_UNSPEC;
 	}
 	orient(&key, &seg, from_client, skb->ifindex);
-	track(skb, &seg, &key, from_client, LEG_APP);
+	track(skb, &seg, &key, bpf_map_lookup_elem(&flows, &key), from_client, LEG_APP,
+	      DIRECTION_INBOUND, CREATE_ANY);
 	return TC_ACT_UNSPEC;
 }
 
