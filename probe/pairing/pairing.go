@@ -19,6 +19,19 @@
 //
 // A pod whose lo never showed an app exchange has no proxy in the path: its
 // edge exchanges are reported with Method NoProxy and zero proxy time.
+//
+// An outbound call is the mirror: the application's exchange with the proxy
+// on lo is the outer one, the proxy's exchange with the upstream on eth0
+// lies within it. A Pairer configured with Direction Outbound takes only
+// outbound exchanges and swaps the roles; its Results still hold the eth0
+// exchange in Edge and the lo one in App, with
+//
+//	proxy added   = app duration - edge duration
+//	request path  = edge request start - app request start
+//	response path = app response end - edge response end
+//
+// and, when lo never showed an outbound exchange, the eth0 ones are calls
+// that bypass the proxy (NoProxy).
 package pairing
 
 import (
@@ -45,6 +58,10 @@ type Config struct {
 	// arrive: the programs emit an exchange only when the next request on
 	// its connection starts or the connection closes. Default 2s.
 	Horizon time.Duration
+	// Direction is the direction of the exchanges this Pairer takes:
+	// Inbound (the zero value) or Outbound. Outbound pairs by time alone
+	// (the application dials the proxy's port, the proxy the upstream's).
+	Direction exchange.Direction
 }
 
 // Method says how a Result was obtained.
@@ -112,9 +129,13 @@ type Counts struct {
 	Predates     uint64 // connection first seen mid-stream
 	Pipelined    uint64 // several HTTP/1.1 messages in one exchange
 	TLSHandshake uint64 // an edge exchange that is a TLS handshake
-	Outbound     uint64 // not inbound: not paired by this engine
+	Outbound     uint64 // of another direction than the Pairer's: not paired by it (the name is older than outbound pairing)
 }
 
+// node is a pending exchange. Below, "edge" and "app" name the roles of
+// inbound pairing: the outer exchange (edges) and the one inside it
+// (apps). An outbound Pairer keeps its lo exchanges in edges and its eth0
+// ones in apps; Counts and Results use the real legs.
 type node struct {
 	ev    exchange.Event
 	id    string // x-request-id, "" if none
@@ -127,8 +148,9 @@ type node struct {
 // no longer arrive. It is not safe for concurrent use.
 type Pairer struct {
 	cfg       Config
-	edges     []*node
-	apps      []*node
+	outbound  bool
+	edges     []*node // outer exchanges
+	apps      []*node // inner exchanges
 	counts    Counts
 	proxySeen bool
 }
@@ -138,7 +160,14 @@ func New(cfg Config) *Pairer {
 	if cfg.Horizon <= 0 {
 		cfg.Horizon = 2 * time.Second
 	}
-	return &Pairer{cfg: cfg}
+	if cfg.Direction == 0 {
+		cfg.Direction = exchange.Inbound
+	}
+	p := &Pairer{cfg: cfg, outbound: cfg.Direction == exchange.Outbound}
+	if p.outbound {
+		p.cfg.AnyPort = true
+	}
+	return p
 }
 
 // Now returns CLOCK_MONOTONIC in nanoseconds, the clock of the events.
@@ -153,12 +182,12 @@ func Now() uint64 {
 // Add takes one exchange. Exchanges whose timing cannot be used are
 // counted at once; the others wait for Resolve.
 func (p *Pairer) Add(ev exchange.Event) {
-	if ev.Direction != exchange.Inbound {
+	if ev.Direction != p.cfg.Direction {
 		p.counts.Outbound++
 		return
 	}
-	isEdge := ev.Leg == exchange.LegEdge
-	if isEdge {
+	onEth0 := ev.Leg == exchange.LegEdge
+	if onEth0 {
 		p.counts.Edge++
 	} else {
 		p.counts.App++
@@ -166,6 +195,7 @@ func (p *Pairer) Add(ev exchange.Event) {
 		// over lo.
 		p.proxySeen = true
 	}
+	isEdge := onEth0 != p.outbound // the outer exchange
 	switch {
 	case ev.Flags&exchange.FlagPredatesProbe != 0:
 		p.counts.Predates++
@@ -176,7 +206,7 @@ func (p *Pairer) Add(ev exchange.Event) {
 	case ev.Flags&exchange.FlagPipelined != 0:
 		p.counts.Pipelined++
 		return
-	case isEdge && exchange.IsTLSHandshake(ev.Head):
+	case onEth0 && exchange.IsTLSHandshake(ev.Head):
 		p.counts.TLSHandshake++
 		return
 	}
@@ -407,7 +437,7 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 		if m == ByRequestID {
 			p.counts.PairedByRequestID++
 		}
-		return append(results, paired(e.ev, a.ev, m))
+		return append(results, p.paired(e.ev, a.ev, m))
 	}
 	edges := make([]*node, len(g.edges))
 	for i, ei := range g.edges {
@@ -431,8 +461,17 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 		}
 	}
 
-	if len(apps) == 0 && !p.proxySeen {
-		for _, e := range edges {
+	if !p.proxySeen {
+		// No proxy: the eth0 exchanges are the requests themselves
+		// (inbound, the outer ones; outbound, calls that never met a
+		// proxy on lo, the inner ones).
+		// Without a proxy no lo exchange was ever added, so the group
+		// is only those.
+		bypass := edges
+		if p.outbound {
+			bypass = apps
+		}
+		for _, e := range bypass {
 			results = append(results, noProxy(e.ev))
 			p.counts.NoProxy++
 		}
@@ -441,7 +480,7 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 
 	pair := func(i, j int, m Method) {
 		edges[i].used, apps[j].used = true, true
-		results = append(results, paired(edges[i].ev, apps[j].ev, m))
+		results = append(results, p.paired(edges[i].ev, apps[j].ev, m))
 		p.counts.Paired++
 		if m == ByRequestID {
 			p.counts.PairedByRequestID++
@@ -450,8 +489,8 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 
 	if len(apps) == 0 || len(edges) == 0 {
 		// Nothing to pair with (and a proxy was seen, see above).
-		p.counts.UnmatchedEdge += uint64(len(edges))
-		p.counts.UnmatchedApp += uint64(len(apps))
+		p.unmatched(true, len(edges))
+		p.unmatched(false, len(apps))
 		return results
 	}
 
@@ -491,11 +530,11 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 			continue
 		}
 		if hasFree(e.cands, apps) {
-			p.counts.AmbiguousEdge++
+			p.ambiguous(true)
 			ambEdges++
 			edgeSum += e.ev.Duration()
 		} else {
-			p.counts.UnmatchedEdge++
+			p.unmatched(true, 1)
 		}
 	}
 	for _, a := range apps {
@@ -503,17 +542,17 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 			continue
 		}
 		if hasFree(a.cands, edges) {
-			p.counts.AmbiguousApp++
+			p.ambiguous(false)
 			ambApps++
 			appSum += a.ev.Duration()
 		} else {
-			p.counts.UnmatchedApp++
+			p.unmatched(false, 1)
 		}
 	}
 	// Which ambiguous edge goes with which app is unknown, but if they
 	// can all be paired at once, every such pairing adds up to the same
-	// total proxy time: the sum of edge durations minus the sum of app
-	// durations. That keeps the mean exact under heavy concurrency.
+	// total proxy time: the sum of the outer durations minus the sum of
+	// the inner ones. That keeps the mean exact under heavy concurrency.
 	if ambEdges > 0 && ambEdges == ambApps {
 		if size, _ := maxMatching(candidateLinks(edges, apps, false), len(apps)); size == ambEdges {
 			p.counts.AmbiguousSettled += uint64(size)
@@ -521,6 +560,24 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 		}
 	}
 	return results
+}
+
+// unmatched counts n exchanges without a possible partner, by their leg.
+func (p *Pairer) unmatched(outer bool, n int) {
+	if outer != p.outbound {
+		p.counts.UnmatchedEdge += uint64(n)
+	} else {
+		p.counts.UnmatchedApp += uint64(n)
+	}
+}
+
+// ambiguous counts one exchange with several possible partners, by its leg.
+func (p *Pairer) ambiguous(outer bool) {
+	if outer != p.outbound {
+		p.counts.AmbiguousEdge++
+	} else {
+		p.counts.AmbiguousApp++
+	}
 }
 
 func uniqueID(a *node, edges []*node) bool {
@@ -725,18 +782,24 @@ func maxMatching(adj [][]int, nApps int) (int, []int) {
 	return size, match
 }
 
-func paired(edge, app exchange.Event, m Method) Result {
-	a := app
+// paired makes the Result of an outer exchange and the inner one the proxy
+// caused: the time between their starts and between their ends is the
+// proxy's.
+func (p *Pairer) paired(outer, inner exchange.Event, m Method) Result {
+	edge, app := outer, inner
+	if p.outbound {
+		edge, app = inner, outer
+	}
 	r := Result{
 		Edge:         edge,
-		App:          &a,
+		App:          &app,
 		Method:       m,
 		EdgeDuration: edge.Duration(),
 		AppDuration:  app.Duration(),
-		RequestPath:  time.Duration(app.RequestStart - edge.RequestStart),
-		ResponsePath: time.Duration(edge.ResponseEnd - app.ResponseEnd),
+		RequestPath:  time.Duration(inner.RequestStart - outer.RequestStart),
+		ResponsePath: time.Duration(outer.ResponseEnd - inner.ResponseEnd),
 	}
-	r.ProxyAdded = r.EdgeDuration - r.AppDuration
+	r.ProxyAdded = r.RequestPath + r.ResponsePath
 	return r
 }
 
