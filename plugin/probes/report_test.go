@@ -365,7 +365,7 @@ func TestMaxSnapshotBytesHoldsTheLargestSnapshot(t *testing.T) {
 	s := api.Snapshot{
 		APIVersion: api.APIVersion, Kind: api.KindSnapshot, Window: "10m", Start: t0, End: now, DurationSeconds: 600,
 		Mesh: "linkerd", ProxyDetected: true, Status: api.StatusMeanOnly,
-		Notes:    []string{"outbound requests (from this pod through its proxy) are not measured yet", strings.Repeat("x", 300)},
+		Notes:    []string{"outbound calls are not measured: no proxy outbound port is configured", strings.Repeat("x", 300)},
 		Requests: math.MaxUint64, Measured: math.MaxUint64, RPS: 1e12,
 		Edge: big, App: big, ProxyAdded: big, RequestPath: big, ResponsePath: big,
 		ProxyAddedMean: api.MeanOnly{Count: math.MaxUint64, Mean: 1e6},

@@ -129,7 +129,8 @@ type Agent struct {
 	exch   *bpf.ExchangeProbe
 	cpu    *bpf.CPUProbe // nil when CPU accounting is unavailable
 	rd     *ringbuf.Reader
-	pairer *pairing.Pairer // owned by run
+	pairer *pairing.Pairer // owned by run: inbound requests
+	outPar *pairing.Pairer // owned by run: outbound calls; nil when not measured
 	rec    *recorder.Recorder
 	met    *metrics.Metrics
 
@@ -144,14 +145,16 @@ type Agent struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu     sync.Mutex // guards the fields below, shared with snapshots and scrapes
-	counts pairing.Counts
-	losses api.Losses
-	stats  bpf.ExchangeStats
-	proxy  bool
-	cpuTot map[uint64]time.Duration
-	known  map[uint64]api.ContainerCPU // identities of cgroups
-	notes  []string
+	mu       sync.Mutex // guards the fields below, shared with snapshots and scrapes
+	counts   pairing.Counts
+	outCount pairing.Counts
+	losses   api.Losses
+	stats    bpf.ExchangeStats
+	proxy    bool
+	outProxy bool
+	cpuTot   map[uint64]time.Duration
+	known    map[uint64]api.ContainerCPU // identities of cgroups
+	notes    []string
 }
 
 // Start checks capabilities and kernel features, loads and attaches the
@@ -175,7 +178,12 @@ func Start(opts Options) (a *Agent, err error) {
 		rec:    recorder.New(time.Now()),
 		cpuTot: map[uint64]time.Duration{},
 		known:  map[uint64]api.ContainerCPU{},
-		notes:  []string{"outbound requests (from this pod through its proxy) are not measured yet"},
+	}
+	outbound := opts.Config.ProxyOutboundPort != 0
+	if outbound {
+		a.outPar = pairing.New(pairing.Config{Horizon: opts.Horizon, Direction: exchange.Outbound})
+	} else {
+		a.notes = append(a.notes, "outbound calls are not measured: no proxy outbound port is configured")
 	}
 	a.met = metrics.New(a.totals)
 	defer func() {
@@ -184,9 +192,16 @@ func Start(opts Options) (a *Agent, err error) {
 		}
 	}()
 
-	a.exch, err = bpf.LoadExchangeProbe(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes})
+	a.exch, err = bpf.LoadExchangeProbe(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes, Outbound: outbound})
 	if err != nil {
 		return nil, err
+	}
+	if outbound {
+		// iptables delivers the application's outgoing connections to
+		// this port of the proxy, on lo.
+		if err := a.exch.SetPort(opts.Config.ProxyOutboundPort, bpf.PortOutbound); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range opts.Config.AppPorts {
 		// Sidecars forward to the port the client asked for, so one
@@ -371,12 +386,16 @@ func (a *Agent) run() {
 		ev, err := r.Read()
 		switch {
 		case err == nil:
-			a.pairer.Add(ev)
+			p := a.pairer
+			if ev.Direction == exchange.Outbound && a.outPar != nil {
+				p = a.outPar
+			}
+			p.Add(ev)
 			n++
-			if e, ap := a.pairer.Pending(); e+ap > a.opts.MaxPending {
+			if e, ap := p.Pending(); e+ap > a.opts.MaxPending {
 				overload += uint64(e + ap)
-				a.record(a.pairer.Drain(), time.Now(), decodeErrors, overload)
-				a.log.Warn("too many exchanges pending: decided early", "pending", e+ap)
+				a.record(p.Drain(), time.Now(), decodeErrors, overload)
+				a.log.Warn("too many exchanges pending: decided early", "pending", e+ap, "direction", ev.Direction)
 			}
 			// Under a sustained burst the ring never runs dry and the
 			// deadline never fires: look at the clock now and then.
@@ -407,7 +426,12 @@ func (a *Agent) run() {
 		if !now.Before(nextResolve) {
 			// The cutoff on the wall clock: the pairing decided every
 			// exchange that ended a horizon ago.
-			a.record(a.pairer.Resolve(pairing.Now()), time.Now().Add(-a.opts.Horizon), decodeErrors, overload)
+			mono := pairing.Now()
+			results := a.pairer.Resolve(mono)
+			if a.outPar != nil {
+				results = append(results, a.outPar.Resolve(mono)...)
+			}
+			a.record(results, time.Now().Add(-a.opts.Horizon), decodeErrors, overload)
 			nextResolve = now.Add(a.opts.ResolveInterval)
 		}
 		if !now.Before(nextCPU) {
@@ -427,6 +451,10 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 	a.mu.Lock()
 	a.counts = a.pairer.Counts()
 	a.proxy = a.pairer.ProxyDetected()
+	if a.outPar != nil {
+		a.outCount = a.outPar.Counts()
+		a.outProxy = a.outPar.ProxyDetected()
+	}
 	if err == nil {
 		a.stats = stats
 	}
@@ -434,7 +462,7 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
 		Overload: overload, IdleLate: a.stats.IdleLate,
 	}
-	t := recorder.Totals{Counts: a.counts, Losses: a.losses, DecidedThrough: decided}
+	t := recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, DecidedThrough: decided}
 	a.mu.Unlock()
 	a.met.Observe(results)
 	a.rec.Record(time.Now(), results, t)
@@ -508,17 +536,19 @@ func (a *Agent) sample() {
 		}
 		a.known[id] = c
 	}
-	a.rec.Record(time.Now(), nil, recorder.Totals{Counts: a.counts, Losses: a.losses, CPU: usage})
+	a.rec.Record(time.Now(), nil, recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, CPU: usage})
 }
 
 // Snapshot returns the measurements of one window.
 func (a *Agent) Snapshot(spec window.Spec) (api.Snapshot, error) {
 	a.mu.Lock()
 	ctx := recorder.Context{
-		Mesh:          string(a.opts.Config.Mesh),
-		ProxyDetected: a.proxy,
-		Notes:         slices.Clone(a.notes),
-		Containers:    make(map[uint64]api.ContainerCPU, len(a.known)),
+		Mesh:                  string(a.opts.Config.Mesh),
+		ProxyDetected:         a.proxy,
+		Outbound:              a.outPar != nil,
+		OutboundProxyDetected: a.outProxy,
+		Notes:                 slices.Clone(a.notes),
+		Containers:            make(map[uint64]api.ContainerCPU, len(a.known)),
 	}
 	for id, c := range a.known {
 		ctx.Containers[id] = c
@@ -550,7 +580,7 @@ func (a *Agent) Mechanisms() []string { return slices.Clone(a.mechanisms) }
 func (a *Agent) totals() metrics.Totals {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	t := metrics.Totals{Counts: a.counts, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy}
+	t := metrics.Totals{Counts: a.counts, Outbound: a.outCount, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy}
 	for id, d := range a.cpuTot {
 		c := a.known[id]
 		t.CPU = append(t.CPU, metrics.CPU{CgroupID: id, Name: c.Name, Role: c.Role, Seconds: d.Seconds()})

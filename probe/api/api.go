@@ -83,6 +83,37 @@ type Snapshot struct {
 	CPU     []ContainerCPU `json:"cpu"`
 	Pairing Pairing        `json:"pairing"`
 	Losses  Losses         `json:"losses"`
+
+	// Outbound are the pod's outgoing calls through its proxy; absent
+	// when the probe does not measure them (no outbound port configured,
+	// or a probe older than outbound measurement).
+	Outbound *Traffic `json:"outbound,omitempty"`
+}
+
+// Traffic is one direction's requests, measured like the inbound ones at
+// the top of a Snapshot. For outbound calls the application's exchange
+// with the proxy on lo (App) is the outer one and the proxy's exchange
+// with the upstream on eth0 (Edge) lies within it: ProxyAdded is App minus
+// Edge, RequestPath from the application's first request byte on lo to the
+// proxy's on eth0, ResponsePath from the upstream's last response byte on
+// eth0 to the proxy's on lo.
+type Traffic struct {
+	Status        string `json:"status"`
+	ProxyDetected bool   `json:"proxyDetected"`
+	// Requests: outbound, the calls the application made (its exchanges
+	// with the proxy on lo, plus those that bypassed the proxy);
+	// Measured those with latency known individually.
+	Requests       uint64      `json:"requests"`
+	Measured       uint64      `json:"measured"`
+	RPS            float64     `json:"rps"`
+	Edge           Percentiles `json:"edge"`
+	App            Percentiles `json:"app"`
+	ProxyAdded     Percentiles `json:"proxyAdded"`
+	RequestPath    Percentiles `json:"requestPath"`
+	ResponsePath   Percentiles `json:"responsePath"`
+	ProxyAddedMean MeanOnly    `json:"proxyAddedMean"`
+	Histograms     *Histograms `json:"histograms,omitempty"`
+	Pairing        Pairing     `json:"pairing"`
 }
 
 // Percentiles of a latency distribution in milliseconds. Quantiles are

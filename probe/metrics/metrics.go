@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubectl-mesh/kubectl-mesh/bpf"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 )
 
@@ -35,7 +36,9 @@ type CPU struct {
 
 // Totals are the agent's running totals at scrape time.
 type Totals struct {
+	// Counts of the inbound pairing, Outbound of the outbound one.
 	Counts        pairing.Counts
+	Outbound      pairing.Counts
 	Losses        api.Losses
 	Exchange      bpf.ExchangeStats
 	CPU           []CPU
@@ -47,6 +50,9 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	edge, app, added, reqPath, respPath prometheus.Histogram
+	// Outbound calls: the application's wait on lo, the upstream
+	// exchange on eth0, and the proxy's time between them.
+	outCall, outUpstream, outAdded prometheus.Histogram
 }
 
 // New builds the registry. totals is called at every scrape.
@@ -63,8 +69,12 @@ func New(totals func() Totals) *Metrics {
 		added:    hist("proxy_added_seconds", "Time the sidecar proxy added to a request: edge duration minus app duration (0 without a proxy)."),
 		reqPath:  hist("request_path_seconds", "Proxy time on the way in: edge request start to app request start."),
 		respPath: hist("response_path_seconds", "Proxy time on the way out: app response end to edge response end."),
+
+		outCall:     hist("outbound_call_duration_seconds", "Outbound call as the application made it, to its proxy on lo: first request byte to last response byte."),
+		outUpstream: hist("outbound_upstream_duration_seconds", "The same call between the proxy and the upstream on eth0."),
+		outAdded:    hist("outbound_proxy_added_seconds", "Time the sidecar proxy added to an outbound call: call duration minus upstream duration (0 when the call bypassed the proxy)."),
 	}
-	m.Registry.MustRegister(m.edge, m.app, m.added, m.reqPath, m.respPath,
+	m.Registry.MustRegister(m.edge, m.app, m.added, m.reqPath, m.respPath, m.outCall, m.outUpstream, m.outAdded,
 		&totalsCollector{totals: totals},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -75,6 +85,12 @@ func New(totals func() Totals) *Metrics {
 func (m *Metrics) Observe(results []pairing.Result) {
 	for i := range results {
 		r := &results[i]
+		if r.Edge.Direction == exchange.Outbound {
+			m.outCall.Observe(r.AppDuration.Seconds())
+			m.outUpstream.Observe(r.EdgeDuration.Seconds())
+			m.outAdded.Observe(r.ProxyAdded.Seconds())
+			continue
+		}
 		m.edge.Observe(r.EdgeDuration.Seconds())
 		m.app.Observe(r.AppDuration.Seconds())
 		m.added.Observe(r.ProxyAdded.Seconds())
@@ -110,13 +126,20 @@ var (
 		"On-CPU time of the pod's cgroups (containers) since the probe started.", []string{"cgroup_id", "container", "role"}, nil)
 	descProxy = prometheus.NewDesc("mesh_probe_proxy_detected",
 		"1 when proxy-to-application traffic was seen on lo.", nil, nil)
+	descOutCalls = prometheus.NewDesc("mesh_probe_outbound_calls_total",
+		"Outbound calls of the application: its exchanges with the proxy on lo, and those that bypassed the proxy.", nil, nil)
+	descOutMeasured = prometheus.NewDesc("mesh_probe_outbound_measured_calls_total",
+		"Outbound calls whose latencies were measured, by how their two legs were matched.", []string{"method"}, nil)
+	descOutUnpaired = prometheus.NewDesc("mesh_probe_outbound_unpaired_exchanges_total",
+		"Outbound exchanges not paired individually, by leg (edge: eth0, app: lo) and outcome (unmatched, ambiguous).", []string{"leg", "outcome"}, nil)
 )
 
 type totalsCollector struct{ totals func() Totals }
 
 func (c *totalsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descExchanges, descMeasured, descUnmatched, descAmbiguous,
-		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descCPU, descProxy} {
+		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descCPU, descProxy,
+		descOutCalls, descOutMeasured, descOutUnpaired} {
 		ch <- d
 	}
 }
@@ -144,6 +167,15 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUnusable, k.Pipelined, "pipelined")
 	counter(descUnusable, k.TLSHandshake, "tls-handshake")
 	counter(descUnusable, k.Outbound, "outbound")
+	o := t.Outbound
+	counter(descOutCalls, o.App+o.NoProxy)
+	counter(descOutMeasured, o.Paired-o.PairedByRequestID, "containment")
+	counter(descOutMeasured, o.PairedByRequestID, "request-id")
+	counter(descOutMeasured, o.NoProxy, "no-proxy")
+	counter(descOutUnpaired, o.UnmatchedEdge, "edge", "unmatched")
+	counter(descOutUnpaired, o.UnmatchedApp, "app", "unmatched")
+	counter(descOutUnpaired, o.AmbiguousEdge, "edge", "ambiguous")
+	counter(descOutUnpaired, o.AmbiguousApp, "app", "ambiguous")
 	counter(descLost, t.Losses.RingBufferFull, "ring-buffer-full")
 	counter(descLost, t.Losses.DecodeErrors, "decode-error")
 	counter(descLost, t.Losses.Overload, "overload")

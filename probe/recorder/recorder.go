@@ -13,19 +13,59 @@ import (
 	"time"
 
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/histogram"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
 )
 
-// Aggregate is the content of one window slot.
-type Aggregate struct {
-	// Requests: inbound exchanges seen on eth0 (pairing.Counts.Edge).
+// Traffic is one direction's requests in a slot.
+type Traffic struct {
+	// Requests: inbound, the exchanges seen on eth0 (pairing.Counts.Edge);
+	// outbound, the application's calls (Counts.App + Counts.NoProxy).
 	Requests uint64
-	// Latencies of the requests measured individually.
+	// Latencies of the requests measured individually (histograms stay
+	// unallocated until used: a pod without outbound calls pays nothing).
 	Edge, App, ProxyAdded, RequestPath, ResponsePath histogram.Histogram
 	// Pairing counters over the slot (differences of the running totals).
 	Counts pairing.Counts
+}
+
+func (t *Traffic) merge(o *Traffic) {
+	t.Requests += o.Requests
+	t.Edge.Merge(&o.Edge)
+	t.App.Merge(&o.App)
+	t.ProxyAdded.Merge(&o.ProxyAdded)
+	t.RequestPath.Merge(&o.RequestPath)
+	t.ResponsePath.Merge(&o.ResponsePath)
+	t.Counts = addCounts(t.Counts, o.Counts)
+}
+
+func (t *Traffic) reset() {
+	t.Requests = 0
+	t.Edge.Reset()
+	t.App.Reset()
+	t.ProxyAdded.Reset()
+	t.RequestPath.Reset()
+	t.ResponsePath.Reset()
+	t.Counts = pairing.Counts{}
+}
+
+// record adds one result's latencies.
+func (t *Traffic) record(r *pairing.Result) {
+	t.Edge.Record(r.EdgeDuration)
+	t.App.Record(r.AppDuration)
+	t.ProxyAdded.Record(r.ProxyAdded)
+	t.RequestPath.Record(r.RequestPath)
+	t.ResponsePath.Record(r.ResponsePath)
+}
+
+// Aggregate is the content of one window slot.
+type Aggregate struct {
+	// Traffic: the inbound requests.
+	Traffic
+	// Outbound: the pod's outgoing calls.
+	Outbound Traffic
 	// CPU is on-CPU time per cgroup id.
 	CPU    map[uint64]time.Duration
 	Losses api.Losses
@@ -38,13 +78,8 @@ func NewAggregate() *Aggregate { return &Aggregate{CPU: map[uint64]time.Duration
 
 // Merge adds o into a.
 func (a *Aggregate) Merge(o *Aggregate) {
-	a.Requests += o.Requests
-	a.Edge.Merge(&o.Edge)
-	a.App.Merge(&o.App)
-	a.ProxyAdded.Merge(&o.ProxyAdded)
-	a.RequestPath.Merge(&o.RequestPath)
-	a.ResponsePath.Merge(&o.ResponsePath)
-	a.Counts = addCounts(a.Counts, o.Counts)
+	a.Traffic.merge(&o.Traffic)
+	a.Outbound.merge(&o.Outbound)
 	for id, d := range o.CPU {
 		a.CPU[id] += d
 	}
@@ -56,33 +91,20 @@ func (a *Aggregate) Merge(o *Aggregate) {
 
 // Reset empties a, keeping its memory.
 func (a *Aggregate) Reset() {
-	a.Requests = 0
-	a.Edge.Reset()
-	a.App.Reset()
-	a.ProxyAdded.Reset()
-	a.RequestPath.Reset()
-	a.ResponsePath.Reset()
-	a.Counts = pairing.Counts{}
+	a.Traffic.reset()
+	a.Outbound.reset()
 	clear(a.CPU)
 	a.Losses = api.Losses{}
 	a.DecidedThrough = time.Time{}
 }
 
-// record adds one result's latencies.
-func (a *Aggregate) record(r *pairing.Result) {
-	a.Edge.Record(r.EdgeDuration)
-	a.App.Record(r.AppDuration)
-	a.ProxyAdded.Record(r.ProxyAdded)
-	a.RequestPath.Record(r.RequestPath)
-	a.ResponsePath.Record(r.ResponsePath)
-}
-
 // Totals are the running totals the agent holds; the recorder keeps the
 // previous ones and stores the differences.
 type Totals struct {
-	Counts pairing.Counts
-	CPU    map[uint64]time.Duration // nil: not sampled this time
-	Losses api.Losses
+	// Counts of the inbound pairing, OutboundCounts of the outbound one.
+	Counts, OutboundCounts pairing.Counts
+	CPU                    map[uint64]time.Duration // nil: not sampled this time
+	Losses                 api.Losses
 	// DecidedThrough: every exchange that ended before it has been
 	// decided (the pairing's cutoff, on the wall clock); zero if unknown.
 	DecidedThrough time.Time
@@ -111,13 +133,20 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	counts := subCounts(t.Counts, r.last.Counts)
+	out := subCounts(t.OutboundCounts, r.last.OutboundCounts)
 	losses := subLosses(t.Losses, r.last.Losses)
 	r.rolling.Update(now, func(a *Aggregate) {
 		for i := range results {
-			a.record(&results[i])
+			if results[i].Edge.Direction == exchange.Outbound {
+				a.Outbound.record(&results[i])
+			} else {
+				a.record(&results[i])
+			}
 		}
 		a.Requests += counts.Edge
 		a.Counts = addCounts(a.Counts, counts)
+		a.Outbound.Requests += out.App + out.NoProxy
+		a.Outbound.Counts = addCounts(a.Outbound.Counts, out)
 		a.Losses = addLosses(a.Losses, losses)
 		if t.DecidedThrough.After(a.DecidedThrough) {
 			a.DecidedThrough = t.DecidedThrough
@@ -133,7 +162,7 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 			}
 		}
 	})
-	r.last.Counts, r.last.Losses = t.Counts, t.Losses
+	r.last.Counts, r.last.OutboundCounts, r.last.Losses = t.Counts, t.OutboundCounts, t.Losses
 	if t.CPU != nil {
 		r.last.CPU = maps.Clone(t.CPU)
 	}
@@ -143,7 +172,10 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 type Context struct {
 	Mesh          string
 	ProxyDetected bool
-	Notes         []string
+	// Outbound: outgoing calls are measured (the snapshot has them);
+	// OutboundProxyDetected: one of them was seen on lo.
+	Outbound, OutboundProxyDetected bool
+	Notes                           []string
 	// Containers describes known cgroups (identity fields only).
 	Containers map[uint64]api.ContainerCPU
 }
@@ -155,6 +187,7 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		return api.Snapshot{}, err
 	}
 	a := w.Agg
+	in := summarize(&a.Traffic, ctx.ProxyDetected, w.Covered)
 	s := api.Snapshot{
 		APIVersion:      api.APIVersion,
 		Kind:            api.KindSnapshot,
@@ -164,67 +197,38 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		DurationSeconds: w.Covered.Seconds(),
 		Mesh:            ctx.Mesh,
 		ProxyDetected:   ctx.ProxyDetected,
+		Status:          in.Status,
 		Notes:           ctx.Notes,
-		Requests:        a.Requests,
-		Measured:        a.Edge.Count(),
-		Edge:            api.PercentilesOf(&a.Edge),
-		App:             api.PercentilesOf(&a.App),
-		ProxyAdded:      api.PercentilesOf(&a.ProxyAdded),
-		RequestPath:     api.PercentilesOf(&a.RequestPath),
-		ResponsePath:    api.PercentilesOf(&a.ResponsePath),
-		Histograms: &api.Histograms{
-			ProxyAdded:   sparse(&a.ProxyAdded),
-			Edge:         sparse(&a.Edge),
-			App:          sparse(&a.App),
-			RequestPath:  sparse(&a.RequestPath),
-			ResponsePath: sparse(&a.ResponsePath),
-		},
-		CPU: []api.ContainerCPU{},
-		Pairing: api.Pairing{
-			UnmatchedEdge:     a.Counts.UnmatchedEdge,
-			UnmatchedApp:      a.Counts.UnmatchedApp,
-			AmbiguousEdge:     a.Counts.AmbiguousEdge,
-			AmbiguousApp:      a.Counts.AmbiguousApp,
-			AmbiguousSettled:  a.Counts.AmbiguousSettled,
-			PairedByRequestID: a.Counts.PairedByRequestID,
-			Incomplete:        a.Counts.Incomplete,
-			PredatesProbe:     a.Counts.Predates,
-			Pipelined:         a.Counts.Pipelined,
-			TLSHandshake:      a.Counts.TLSHandshake,
-			Outbound:          a.Counts.Outbound,
-		},
-		Losses: a.Losses,
+		Requests:        in.Requests,
+		Measured:        in.Measured,
+		RPS:             in.RPS,
+		Edge:            in.Edge,
+		App:             in.App,
+		ProxyAdded:      in.ProxyAdded,
+		RequestPath:     in.RequestPath,
+		ResponsePath:    in.ResponsePath,
+		ProxyAddedMean:  in.ProxyAddedMean,
+		Histograms:      in.Histograms,
+		CPU:             []api.ContainerCPU{},
+		Pairing:         in.Pairing,
+		Losses:          a.Losses,
 	}
 	if !a.DecidedThrough.IsZero() {
 		d := a.DecidedThrough.UTC()
 		s.DecidedThrough = &d
 	}
-	if w.Covered > 0 {
-		s.RPS = round2(float64(a.Requests) / w.Covered.Seconds())
-	}
-	// The mean over every request whose proxy time is known, alone or
-	// only in total with other ambiguous ones.
-	if n := a.ProxyAdded.Count() + a.Counts.AmbiguousSettled; n > 0 {
-		total := a.ProxyAdded.Sum() + a.Counts.AmbiguousProxyAdded
-		s.ProxyAddedMean = api.MeanOnly{Count: n, Mean: api.MillisUs(total / time.Duration(n))}
-	}
 	// Pairs are decided by time containment: requests that overlap on
 	// several connections can be impossible to tell apart, and those that
 	// can are rather the short ones. Say so when it matters.
-	if a.Requests > 0 && a.Counts.AmbiguousEdge*10 > a.Requests {
-		s.Notes = append(slices.Clone(s.Notes), fmt.Sprintf(
-			"%.0f%% of requests overlapped too much to be paired individually: the percentiles describe the others (biased toward requests that did not overlap); proxyAddedMean covers the ambiguous ones too",
-			100*float64(a.Counts.AmbiguousEdge)/float64(a.Requests)))
+	if note := overlapNote(a.Requests, a.Counts.AmbiguousEdge, "requests"); note != "" {
+		s.Notes = append(slices.Clone(s.Notes), note)
 	}
-	switch {
-	case a.Requests == 0 && a.Edge.Count() == 0:
-		s.Status = api.StatusNoTraffic
-	case !ctx.ProxyDetected:
-		s.Status = api.StatusNoProxy
-	case a.Edge.Count() == 0 && a.Counts.AmbiguousSettled > 0:
-		s.Status = api.StatusMeanOnly
-	default:
-		s.Status = api.StatusOK
+	if ctx.Outbound {
+		out := summarize(&a.Outbound, ctx.OutboundProxyDetected, w.Covered)
+		s.Outbound = &out
+		if note := overlapNote(a.Outbound.Requests, a.Outbound.Counts.AmbiguousApp, "outbound calls"); note != "" {
+			s.Notes = append(slices.Clone(s.Notes), note)
+		}
 	}
 	for id, d := range a.CPU {
 		c := ctx.Containers[id]
@@ -244,6 +248,72 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		return s.CPU[i].CgroupID < s.CPU[j].CgroupID
 	})
 	return s, nil
+}
+
+// summarize is one direction's part of a snapshot.
+func summarize(t *Traffic, proxy bool, covered time.Duration) api.Traffic {
+	s := api.Traffic{
+		ProxyDetected: proxy,
+		Requests:      t.Requests,
+		Measured:      t.Edge.Count(),
+		Edge:          api.PercentilesOf(&t.Edge),
+		App:           api.PercentilesOf(&t.App),
+		ProxyAdded:    api.PercentilesOf(&t.ProxyAdded),
+		RequestPath:   api.PercentilesOf(&t.RequestPath),
+		ResponsePath:  api.PercentilesOf(&t.ResponsePath),
+		Histograms: &api.Histograms{
+			ProxyAdded:   sparse(&t.ProxyAdded),
+			Edge:         sparse(&t.Edge),
+			App:          sparse(&t.App),
+			RequestPath:  sparse(&t.RequestPath),
+			ResponsePath: sparse(&t.ResponsePath),
+		},
+		Pairing: api.Pairing{
+			UnmatchedEdge:     t.Counts.UnmatchedEdge,
+			UnmatchedApp:      t.Counts.UnmatchedApp,
+			AmbiguousEdge:     t.Counts.AmbiguousEdge,
+			AmbiguousApp:      t.Counts.AmbiguousApp,
+			AmbiguousSettled:  t.Counts.AmbiguousSettled,
+			PairedByRequestID: t.Counts.PairedByRequestID,
+			Incomplete:        t.Counts.Incomplete,
+			PredatesProbe:     t.Counts.Predates,
+			Pipelined:         t.Counts.Pipelined,
+			TLSHandshake:      t.Counts.TLSHandshake,
+			Outbound:          t.Counts.Outbound,
+		},
+	}
+	if covered > 0 {
+		s.RPS = round2(float64(t.Requests) / covered.Seconds())
+	}
+	// The mean over every request whose proxy time is known, alone or
+	// only in total with other ambiguous ones.
+	if n := t.ProxyAdded.Count() + t.Counts.AmbiguousSettled; n > 0 {
+		total := t.ProxyAdded.Sum() + t.Counts.AmbiguousProxyAdded
+		s.ProxyAddedMean = api.MeanOnly{Count: n, Mean: api.MillisUs(total / time.Duration(n))}
+	}
+	switch {
+	case t.Requests == 0 && t.Edge.Count() == 0:
+		s.Status = api.StatusNoTraffic
+	case !proxy:
+		s.Status = api.StatusNoProxy
+	case t.Edge.Count() == 0 && t.Counts.AmbiguousSettled > 0:
+		s.Status = api.StatusMeanOnly
+	default:
+		s.Status = api.StatusOK
+	}
+	return s
+}
+
+// overlapNote says, when over 10% of a direction's requests (named by
+// what) could not be paired individually, that its percentiles describe
+// the others. ambiguous counts the requests' own exchanges among them:
+// inbound the eth0 ones, outbound the lo ones.
+func overlapNote(requests, ambiguous uint64, what string) string {
+	if requests == 0 || ambiguous*10 <= requests {
+		return ""
+	}
+	return fmt.Sprintf("%.0f%% of %s overlapped too much to be paired individually: the percentiles describe the others (biased toward %s that did not overlap); proxyAddedMean covers the ambiguous ones too",
+		100*float64(ambiguous)/float64(requests), what, what)
 }
 
 // sparse exports a histogram for the snapshot; nil when empty, to keep

@@ -28,7 +28,7 @@
 //	  "proxyDetected": true,
 //	  "status": "ok",                    | "no proxy detected" | "no traffic in the window"
 //	                                     | "requests could not be paired individually: mean only"
-//	  "notes": ["outbound requests (from this pod through its proxy) are not measured yet"],
+//	  "notes": [...],                    what the numbers do not cover (absent when nothing)
 //	  "requests": 2455,                  inbound exchanges seen on eth0
 //	  "measured": 2447,                  of which paired one by one
 //	  "rps": 245.5,
@@ -47,7 +47,11 @@
 //	  "pairing": {"unmatchedEdge": 0, "unmatchedApp": 0, "ambiguousEdge": 8, "ambiguousApp": 8,
 //	              "ambiguousSettled": 8, "pairedByRequestId": 0, "incomplete": 0, "predatesProbe": 0,
 //	              "pipelined": 0, "tlsHandshake": 0, "outbound": 0},
-//	  "losses": {"ringBufferFull": 0, "decodeErrors": 0, "overload": 0, "idleLate": 0}
+//	  "losses": {"ringBufferFull": 0, "decodeErrors": 0, "overload": 0, "idleLate": 0},
+//	  "outbound": {"status": "ok", "proxyDetected": true, "requests": 1204, "measured": 1190, "rps": 120.4,
+//	               "edge": {...}, "app": {...}, "proxyAdded": {...}, ...}
+//	                                     the application's calls through the proxy (lo outside,
+//	                                     eth0 inside); absent without an outbound port
 //	}
 //
 // Latencies are milliseconds rounded to the microsecond; quantiles are

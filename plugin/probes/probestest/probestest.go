@@ -146,7 +146,7 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 	p := &Probe{Rec: rec, Now: now, Ctx: recorder.Context{
 		Mesh:          mesh,
 		ProxyDetected: !t.NoProxy && t.RPS > 0,
-		Notes:         []string{"outbound requests (from this pod through its proxy) are not measured yet"},
+		Notes:         []string{"outbound calls are not measured: no proxy outbound port is configured"},
 		Containers: map[uint64]api.ContainerCPU{
 			CgroupApp:   {},
 			CgroupProbe: {Role: "probe"},
