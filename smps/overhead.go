@@ -85,6 +85,14 @@ func (w Window) Duration() time.Duration { return w.End.Sub(w.Start) }
 // edge time = request path + app time + response path, and the proxy added
 // edge time - app time. Percentiles are taken over exchanges, so they do not
 // add up across fields (p99 of a sum is not the sum of p99s).
+//
+// Outbound calls are the mirror: the application's exchange with its proxy
+// on loopback (AppMs) contains the proxy's exchange with the upstream on
+// eth0 (EdgeMs), and the proxy added app time - edge time; the request path
+// runs from the application's first byte to the proxy's first byte
+// upstream, the response path from the upstream's last byte to the proxy's
+// last byte to the application. Proxy CPU is one figure for both
+// directions and is only in the inbound stats.
 type OverheadStats struct {
 	// Requests is the number of exchanges matched at both vantage points; the
 	// latency decomposition is computed over these.
@@ -122,6 +130,9 @@ type PodOverhead struct {
 	// or "linkerd-proxy".
 	ProxyContainer string `json:"proxyContainer"`
 	OverheadStats  `json:",inline"`
+	// Outbound are the pod's outgoing calls through its proxy, when the
+	// probe measures them (a mesh with an outbound port).
+	Outbound *OverheadStats `json:"outbound,omitempty"`
 	// Probe says how well the measurement itself went for this pod.
 	Probe ProbeHealth `json:"probe"`
 	// Note is free text for a human reader, e.g. why a figure is missing.
@@ -137,6 +148,9 @@ type NamespaceOverhead struct {
 	// Pods is the number of pod entries in this namespace.
 	Pods          int32 `json:"pods"`
 	OverheadStats `json:",inline"`
+	// Outbound aggregates the pods' Outbound entries; present when one of
+	// them is.
+	Outbound *OverheadStats `json:"outbound,omitempty"`
 }
 
 // PercentilesMs are latency percentiles in milliseconds.
@@ -264,6 +278,7 @@ func (v *validator) overheadReport(p string, r *OverheadReport) {
 			seenPods[id] = i
 		}
 		v.overheadStats(pp, &pod.OverheadStats)
+		v.outbound(field(pp, "outbound"), pod.Outbound)
 		v.probe(field(pp, "probe"), pod.Probe)
 		podsByNS[pod.Namespace] = append(podsByNS[pod.Namespace], i)
 	}
@@ -280,6 +295,7 @@ func (v *validator) overheadReport(p string, r *OverheadReport) {
 		seenNS[ns.Namespace] = i
 		v.nonNegative(field(np, "pods"), int64(ns.Pods))
 		v.overheadStats(np, &ns.OverheadStats)
+		v.outbound(field(np, "outbound"), ns.Outbound)
 
 		// The aggregate must be the sum of the pod entries it stands for,
 		// or the two views of the same run would disagree.
@@ -287,21 +303,20 @@ func (v *validator) overheadReport(p string, r *OverheadReport) {
 		if int(ns.Pods) != len(members) {
 			v.add(field(np, "pods"), "%d, but the report has %d pod entries in namespace %q", ns.Pods, len(members), ns.Namespace)
 		}
-		var requests, edge, app int64
+		pods := make([]*OverheadStats, 0, len(members))
+		var outs []*OverheadStats
 		for _, pi := range members {
-			s := &r.Pods[pi].OverheadStats
-			requests = saturatingAdd(requests, s.Requests)
-			edge = saturatingAdd(edge, s.Unmatched.Edge)
-			app = saturatingAdd(app, s.Unmatched.App)
+			pods = append(pods, &r.Pods[pi].OverheadStats)
+			if o := r.Pods[pi].Outbound; o != nil {
+				outs = append(outs, o)
+			}
 		}
-		if ns.Requests != requests {
-			v.add(field(np, "requests"), "%d is not the sum over its pods, %d", ns.Requests, requests)
-		}
-		if ns.Unmatched.Edge != edge {
-			v.add(field(field(np, "unmatched"), "edge"), "%d is not the sum over its pods, %d", ns.Unmatched.Edge, edge)
-		}
-		if ns.Unmatched.App != app {
-			v.add(field(field(np, "unmatched"), "app"), "%d is not the sum over its pods, %d", ns.Unmatched.App, app)
+		v.sums(np, &ns.OverheadStats, pods)
+		switch {
+		case ns.Outbound != nil:
+			v.sums(field(np, "outbound"), ns.Outbound, outs)
+		case len(outs) > 0:
+			v.add(field(np, "outbound"), "missing, but %d of its pods have outbound figures", len(outs))
 		}
 	}
 	for i := range r.Pods {
@@ -312,6 +327,40 @@ func (v *validator) overheadReport(p string, r *OverheadReport) {
 
 	if r.Baseline != nil {
 		v.baseline(field(p, "baseline"), r.Baseline)
+	}
+}
+
+// sums checks that an aggregate's counts are the sums of its pods'.
+func (v *validator) sums(p string, agg *OverheadStats, pods []*OverheadStats) {
+	var requests, edge, app int64
+	for _, s := range pods {
+		requests = saturatingAdd(requests, s.Requests)
+		edge = saturatingAdd(edge, s.Unmatched.Edge)
+		app = saturatingAdd(app, s.Unmatched.App)
+	}
+	if agg.Requests != requests {
+		v.add(field(p, "requests"), "%d is not the sum over its pods, %d", agg.Requests, requests)
+	}
+	if agg.Unmatched.Edge != edge {
+		v.add(field(field(p, "unmatched"), "edge"), "%d is not the sum over its pods, %d", agg.Unmatched.Edge, edge)
+	}
+	if agg.Unmatched.App != app {
+		v.add(field(field(p, "unmatched"), "app"), "%d is not the sum over its pods, %d", agg.Unmatched.App, app)
+	}
+}
+
+// outbound checks an Outbound section: the figures of any stats, and no
+// CPU (the proxy's CPU serves both directions and is reported once).
+func (v *validator) outbound(p string, s *OverheadStats) {
+	if s == nil {
+		return
+	}
+	v.overheadStats(p, s)
+	if s.ProxyCPUMillicores != nil {
+		v.add(field(p, "proxyCpuMillicores"), "present: the proxy's CPU is reported once, in the inbound figures")
+	}
+	if s.ProxyCPUMsPer1000Requests != nil {
+		v.add(field(p, "proxyCpuMsPer1000Requests"), "present: the proxy's CPU is reported once, in the inbound figures")
 	}
 }
 

@@ -356,6 +356,22 @@ func TestValidateOverheadReport(t *testing.T) {
 			"report.namespaces[0].unmatched.edge: 3 is not the sum over its pods, 4",
 			"report.namespaces[0].unmatched.app: 3 is not the sum over its pods, 2",
 		}},
+		{"outbound adds up", report(func(r *OverheadReport) {
+			r.Pods[0].Outbound = &OverheadStats{Requests: 10, RPS: 1, ProxyAddedLatencyMs: &TailLatencyMs{P50: 0.2, P90: 0.3, P99: 0.4, P999: 0.5, Max: 0.6}}
+			r.Pods[1].Outbound = &OverheadStats{Requests: 5, Unmatched: UnmatchedCounts{App: 1}}
+			r.Namespaces[0].Outbound = &OverheadStats{Requests: 15, RPS: 1, Unmatched: UnmatchedCounts{App: 1}}
+		}), nil},
+		{"outbound wrong", report(func(r *OverheadReport) {
+			cpu := 3.0
+			r.Pods[0].Outbound = &OverheadStats{Requests: 10, ProxyCPUMillicores: &cpu}
+			r.Pods[2].Outbound = &OverheadStats{Requests: 0, RequestPathMs: &PercentilesMs{P50: 1, P90: 2, P99: 3}}
+			r.Namespaces[0].Outbound = &OverheadStats{Requests: 11}
+		}), []string{
+			"report.pods[0].outbound.proxyCpuMillicores: present: the proxy's CPU is reported once, in the inbound figures",
+			"report.pods[2].outbound.requestPathMs: present, but requests is 0: there are no exchanges to compute it from",
+			"report.namespaces[0].outbound.requests: 11 is not the sum over its pods, 10",
+			"report.namespaces[1].outbound: missing, but 1 of its pods have outbound figures",
+		}},
 		{"duplicate namespace", report(func(r *OverheadReport) { r.Namespaces = append(r.Namespaces, r.Namespaces[1]) }), []string{
 			"report.namespaces[2]: duplicate of namespaces[1] (load)",
 		}},

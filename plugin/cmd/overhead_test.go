@@ -42,7 +42,8 @@ func overheadCluster(t testing.TB) *probestest.APIServer {
 		srv.AddPod(probestest.Pod(ns, name, proxy, probed), h)
 	}
 	add("shop", "checkout-0", "istio-proxy", true, &probestest.Traffic{RPS: 120, ProxyAdded: 350 * time.Microsecond, App: 3 * time.Millisecond,
-		ProxyCPUPerRequest: 250 * time.Microsecond, AppCPUPerRequest: time.Millisecond, Seed: 1})
+		ProxyCPUPerRequest: 250 * time.Microsecond, AppCPUPerRequest: time.Millisecond, Seed: 1,
+		Outbound: &probestest.OutboundTraffic{RPS: 60, ProxyAdded: 400 * time.Microsecond, Upstream: 2 * time.Millisecond}})
 	add("shop", "checkout-1", "istio-proxy", true, &probestest.Traffic{RPS: 80, ProxyAdded: 600 * time.Microsecond, App: 3 * time.Millisecond,
 		ProxyCPUPerRequest: 300 * time.Microsecond, Losses: api.Losses{RingBufferFull: 40}, Seed: 2})
 	add("shop", "legacy-0", "", true, &probestest.Traffic{RPS: 15, App: 8 * time.Millisecond, NoProxy: true, Seed: 3})

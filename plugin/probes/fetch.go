@@ -393,15 +393,37 @@ func checkSnapshot(s *api.Snapshot) error {
 	if s.APIVersion != api.APIVersion || s.Kind != api.KindSnapshot {
 		return fmt.Errorf("%s %s is not a %s %s", oneLine(s.APIVersion, 40), oneLine(s.Kind, 40), api.APIVersion, api.KindSnapshot)
 	}
-	if bad(s.DurationSeconds) || bad(s.RPS) || bad(s.ProxyAddedMean.Mean) {
-		return errors.New("negative duration, rate or mean")
+	if bad(s.DurationSeconds) {
+		return errors.New("negative duration")
 	}
 	if s.End.Before(s.Start) {
 		return errors.New("window ends before it starts")
 	}
+	for _, c := range s.CPU {
+		if bad(c.Millicores) || bad(c.CPUMsPer1000Requests) {
+			return errors.New("negative CPU figure")
+		}
+	}
+	in := s.Inbound()
+	if err := checkTraffic(&in); err != nil {
+		return err
+	}
+	if s.Outbound != nil {
+		if err := checkTraffic(s.Outbound); err != nil {
+			return fmt.Errorf("outbound: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkTraffic checks one direction's figures.
+func checkTraffic(t *api.Traffic) error {
+	if bad(t.RPS) || bad(t.ProxyAddedMean.Mean) {
+		return errors.New("negative rate or mean")
+	}
 	pcts := map[string]*api.Percentiles{
-		"proxyAdded": &s.ProxyAdded, "edge": &s.Edge, "app": &s.App,
-		"requestPath": &s.RequestPath, "responsePath": &s.ResponsePath,
+		"proxyAdded": &t.ProxyAdded, "edge": &t.Edge, "app": &t.App,
+		"requestPath": &t.RequestPath, "responsePath": &t.ResponsePath,
 	}
 	for name, p := range pcts {
 		vals := []float64{p.P50, p.P90, p.P99, p.P999, p.Max}
@@ -414,13 +436,8 @@ func checkSnapshot(s *api.Snapshot) error {
 			return fmt.Errorf("%s: negative mean", name)
 		}
 	}
-	for _, c := range s.CPU {
-		if bad(c.Millicores) || bad(c.CPUMsPer1000Requests) {
-			return errors.New("negative CPU figure")
-		}
-	}
 	var herr error
-	s.Histograms.Each(func(name string, sp *histogram.Sparse) {
+	t.Histograms.Each(func(name string, sp *histogram.Sparse) {
 		if herr != nil {
 			return
 		}

@@ -102,14 +102,68 @@ func report(runID string, start, end time.Time, run *[2]time.Time, snaps []PodSn
 // podData is what a pod contributes to its namespace besides its PodOverhead.
 type podData struct {
 	valid bool // a snapshot that checks out
-	proxy bool // the probe saw a proxy
+	// dirData: the inbound requests; out the outbound calls (nil: not measured).
+	dirData
+	out *dirData
+	// cpuMs is proxy CPU time over the pod's window, CPU ms; cpuKnown whether there is one.
+	cpuMs    float64
+	cpuKnown bool
+}
+
+// dirData is what one direction of a pod contributes.
+type dirData struct {
+	proxy bool // the probe saw a proxy in this direction
 	// hists are the series' histograms (nil: none or empty); missing marks a series with
 	// values but no histogram (a probe predating them).
 	hists   [numSeries]*histogram.Histogram
 	missing [numSeries]bool
-	// cpuMs is proxy CPU time over the pod's window, CPU ms; cpuKnown whether there is one.
-	cpuMs    float64
-	cpuKnown bool
+}
+
+// trafficStats are one direction's figures: the counts, the latency series (the proxy's only
+// where it saw a proxy) and their histograms for the namespace.
+func trafficStats(t *api.Traffic, seconds float64) (smps.OverheadStats, dirData) {
+	var s smps.OverheadStats
+	d := dirData{proxy: t.ProxyDetected}
+	s.Requests = saturatingAdd(clampInt(t.Measured), clampInt(t.Pairing.AmbiguousSettled))
+	if seconds > 0 {
+		s.RPS = round3(float64(s.Requests) / seconds)
+	}
+	p := t.Pairing
+	s.Unmatched = smps.UnmatchedCounts{
+		Edge: saturatingAdd(clampInt(p.UnmatchedEdge), clampInt(subFloor(p.AmbiguousEdge, p.AmbiguousSettled))),
+		App:  saturatingAdd(clampInt(p.UnmatchedApp), clampInt(subFloor(p.AmbiguousApp, p.AmbiguousSettled))),
+	}
+	pcts := [numSeries]*api.Percentiles{&t.ProxyAdded, &t.RequestPath, &t.ResponsePath, &t.Edge, &t.App}
+	var sparse [numSeries]*histogram.Sparse
+	if h := t.Histograms; h != nil {
+		sparse = [numSeries]*histogram.Sparse{h.ProxyAdded, h.RequestPath, h.ResponsePath, h.Edge, h.App}
+	}
+	for i := range numSeries {
+		if sparse[i] != nil {
+			// checkSnapshot validated it.
+			d.hists[i], _ = histogram.FromSparse(*sparse[i])
+		} else if pcts[i].Count > 0 {
+			d.missing[i] = true
+		}
+	}
+	if t.Edge.Count > 0 {
+		s.EdgeMs = percentilesMs(&t.Edge)
+	}
+	if t.ProxyDetected {
+		if s.Requests > 0 && t.ProxyAdded.Count > 0 {
+			s.ProxyAddedLatencyMs = tailMs(&t.ProxyAdded)
+		}
+		if s.Requests > 0 && t.RequestPath.Count > 0 {
+			s.RequestPathMs = percentilesMs(&t.RequestPath)
+		}
+		if s.Requests > 0 && t.ResponsePath.Count > 0 {
+			s.ResponsePathMs = percentilesMs(&t.ResponsePath)
+		}
+		if t.App.Count > 0 {
+			s.AppMs = percentilesMs(&t.App)
+		}
+	}
+	return s, d
 }
 
 func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData) {
@@ -134,7 +188,6 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 		return po, data
 	}
 	data.valid = true
-	data.proxy = snap.ProxyDetected
 	po.ProxyContainer = proxyContainer(pod, snap)
 
 	var problems, notes []string
@@ -166,46 +219,12 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 			snap.ProxyAddedMean.Mean, snap.ProxyAddedMean.Count))
 	}
 
+	in := snap.Inbound()
+	po.OverheadStats, data.dirData = trafficStats(&in, snap.DurationSeconds)
 	s := &po.OverheadStats
-	s.Requests = saturatingAdd(clampInt(snap.Measured), clampInt(snap.Pairing.AmbiguousSettled))
-	if snap.DurationSeconds > 0 {
-		s.RPS = round3(float64(s.Requests) / snap.DurationSeconds)
-	}
 	p := snap.Pairing
-	s.Unmatched = smps.UnmatchedCounts{
-		Edge: saturatingAdd(clampInt(p.UnmatchedEdge), clampInt(subFloor(p.AmbiguousEdge, p.AmbiguousSettled))),
-		App:  saturatingAdd(clampInt(p.UnmatchedApp), clampInt(subFloor(p.AmbiguousApp, p.AmbiguousSettled))),
-	}
-	pcts := [numSeries]*api.Percentiles{&snap.ProxyAdded, &snap.RequestPath, &snap.ResponsePath, &snap.Edge, &snap.App}
-	var sparse [numSeries]*histogram.Sparse
-	if h := snap.Histograms; h != nil {
-		sparse = [numSeries]*histogram.Sparse{h.ProxyAdded, h.RequestPath, h.ResponsePath, h.Edge, h.App}
-	}
-	for i := range numSeries {
-		if sparse[i] != nil {
-			// checkSnapshot validated it.
-			data.hists[i], _ = histogram.FromSparse(*sparse[i])
-		} else if pcts[i].Count > 0 {
-			data.missing[i] = true
-		}
-	}
-	if snap.Edge.Count > 0 {
-		s.EdgeMs = percentilesMs(&snap.Edge)
-	}
 
 	if snap.ProxyDetected {
-		if s.Requests > 0 && snap.ProxyAdded.Count > 0 {
-			s.ProxyAddedLatencyMs = tailMs(&snap.ProxyAdded)
-		}
-		if s.Requests > 0 && snap.RequestPath.Count > 0 {
-			s.RequestPathMs = percentilesMs(&snap.RequestPath)
-		}
-		if s.Requests > 0 && snap.ResponsePath.Count > 0 {
-			s.ResponsePathMs = percentilesMs(&snap.ResponsePath)
-		}
-		if snap.App.Count > 0 {
-			s.AppMs = percentilesMs(&snap.App)
-		}
 		var mc float64
 		for _, c := range snap.CPU {
 			if c.Role == "proxy" {
@@ -237,6 +256,12 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 		}
 	}
 
+	if o := snap.Outbound; o != nil {
+		stats, d := trafficStats(o, snap.DurationSeconds)
+		po.Outbound, data.out = &stats, &d
+		notes = append(notes, outboundNote(o, &stats))
+	}
+
 	if len(problems) > 0 {
 		health.Status = smps.ProbeDegraded
 		health.Message = strings.Join(problems, "; ")
@@ -244,6 +269,21 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 	po.Probe = health
 	po.Note = strings.Join(notes, "; ")
 	return po, data
+}
+
+// outboundNote sums up a pod's outbound calls in a sentence.
+func outboundNote(o *api.Traffic, s *smps.OverheadStats) string {
+	switch {
+	case o.Requests == 0:
+		return "outbound: no calls"
+	case !o.ProxyDetected:
+		return fmt.Sprintf("outbound: %d calls, none through the proxy", o.Requests)
+	case s.ProxyAddedLatencyMs != nil:
+		return fmt.Sprintf("outbound: %d calls, proxy added p50 %.3f ms, p99 %.3f ms", o.Requests, s.ProxyAddedLatencyMs.P50, s.ProxyAddedLatencyMs.P99)
+	case o.ProxyAddedMean.Count > 0:
+		return fmt.Sprintf("outbound: %d calls, proxy added %.3f ms on average (they overlapped too much to be paired one by one)", o.Requests, o.ProxyAddedMean.Mean)
+	}
+	return fmt.Sprintf("outbound: %d calls, none paired with its upstream exchange", o.Requests)
 }
 
 // proxyContainer names the pod's proxy container: the name the probe gives the proxy's cgroup,
@@ -308,26 +348,54 @@ func lossText(l api.Losses) string {
 
 // nsAggregate accumulates the pod entries of one namespace.
 type nsAggregate struct {
-	pods      int32
-	requests  int64
-	rps       float64
-	unmatched smps.UnmatchedCounts
-	merged    [numSeries]histogram.Histogram
-	// incomplete marks a series a pod could not contribute its histogram to.
-	incomplete [numSeries]bool
+	pods       int32
+	in         dirAggregate
+	out        *dirAggregate // nil until a pod has outbound figures
 	cpuMc      float64
 	cpuMs      float64
 	cpuAny     bool
 	cpuMissing bool
 }
 
+// dirAggregate accumulates one direction of the pod entries.
+type dirAggregate struct {
+	requests  int64
+	rps       float64
+	unmatched smps.UnmatchedCounts
+	merged    [numSeries]histogram.Histogram
+	// incomplete marks a series a pod could not contribute its histogram to.
+	incomplete [numSeries]bool
+}
+
 func (a *nsAggregate) add(po *smps.PodOverhead, d podData) {
 	a.pods++
-	a.requests = saturatingAdd(a.requests, po.Requests)
-	a.rps += po.RPS
-	a.unmatched.Edge = saturatingAdd(a.unmatched.Edge, po.Unmatched.Edge)
-	a.unmatched.App = saturatingAdd(a.unmatched.App, po.Unmatched.App)
+	a.in.add(&po.OverheadStats, d.valid, &d.dirData)
+	if po.Outbound != nil && d.out != nil {
+		if a.out == nil {
+			a.out = &dirAggregate{}
+		}
+		a.out.add(po.Outbound, d.valid, d.out)
+	}
 	if !d.valid {
+		return
+	}
+	if d.proxy {
+		if d.cpuKnown {
+			a.cpuAny = true
+			a.cpuMc += *po.ProxyCPUMillicores
+			a.cpuMs += d.cpuMs
+		} else {
+			a.cpuMissing = true
+		}
+	}
+}
+
+func (a *dirAggregate) add(s *smps.OverheadStats, valid bool, d *dirData) {
+	a.requests = saturatingAdd(a.requests, s.Requests)
+	a.rps += s.RPS
+	a.unmatched.Edge = saturatingAdd(a.unmatched.Edge, s.Unmatched.Edge)
+	a.unmatched.App = saturatingAdd(a.unmatched.App, s.Unmatched.App)
+	if !valid {
 		return
 	}
 	for i := range numSeries {
@@ -342,23 +410,26 @@ func (a *nsAggregate) add(po *smps.PodOverhead, d podData) {
 			a.merged[i].Merge(d.hists[i])
 		}
 	}
-	if d.proxy {
-		if d.cpuKnown {
-			a.cpuAny = true
-			a.cpuMc += *po.ProxyCPUMillicores
-			a.cpuMs += d.cpuMs
-		} else {
-			a.cpuMissing = true
-		}
-	}
 }
 
 func (a *nsAggregate) overhead(ns string) smps.NamespaceOverhead {
-	no := smps.NamespaceOverhead{Namespace: ns, Pods: a.pods}
+	no := smps.NamespaceOverhead{Namespace: ns, Pods: a.pods, OverheadStats: a.in.stats()}
 	s := &no.OverheadStats
-	s.Requests = a.requests
-	s.RPS = round3(a.rps)
-	s.Unmatched = a.unmatched
+	if a.cpuAny && !a.cpuMissing {
+		s.ProxyCPUMillicores = ptr(round3(a.cpuMc))
+		if s.Requests > 0 {
+			s.ProxyCPUMsPer1000Requests = ptr(round3(a.cpuMs / float64(s.Requests) * 1000))
+		}
+	}
+	if a.out != nil {
+		out := a.out.stats()
+		no.Outbound = &out
+	}
+	return no
+}
+
+func (a *dirAggregate) stats() smps.OverheadStats {
+	s := smps.OverheadStats{Requests: a.requests, RPS: round3(a.rps), Unmatched: a.unmatched}
 	pct := func(i int) *api.Percentiles {
 		h := &a.merged[i]
 		if a.incomplete[i] || h.Count() == 0 {
@@ -384,13 +455,7 @@ func (a *nsAggregate) overhead(ns string) smps.NamespaceOverhead {
 	if p := pct(seriesApp); p != nil {
 		s.AppMs = percentilesMs(p)
 	}
-	if a.cpuAny && !a.cpuMissing {
-		s.ProxyCPUMillicores = ptr(round3(a.cpuMc))
-		if s.Requests > 0 {
-			s.ProxyCPUMsPer1000Requests = ptr(round3(a.cpuMs / float64(s.Requests) * 1000))
-		}
-	}
-	return no
+	return s
 }
 
 // percentiles are the probe's own summary (api.PercentilesOf), so a namespace of one pod shows

@@ -116,6 +116,19 @@ type Traffic struct {
 	Pairing        Pairing     `json:"pairing"`
 }
 
+// Inbound returns the snapshot's inbound figures (its top-level fields) as
+// a Traffic, the shape of Outbound, so that a reader can treat both
+// directions alike.
+func (s *Snapshot) Inbound() Traffic {
+	return Traffic{
+		Status: s.Status, ProxyDetected: s.ProxyDetected,
+		Requests: s.Requests, Measured: s.Measured, RPS: s.RPS,
+		Edge: s.Edge, App: s.App, ProxyAdded: s.ProxyAdded,
+		RequestPath: s.RequestPath, ResponsePath: s.ResponsePath,
+		ProxyAddedMean: s.ProxyAddedMean, Histograms: s.Histograms, Pairing: s.Pairing,
+	}
+}
+
 // Percentiles of a latency distribution in milliseconds. Quantiles are
 // within 0.39% of the exact sample quantile (nearest rank); Max and Mean
 // are exact.

@@ -358,3 +358,54 @@ func TestSnapshotDecidedThrough(t *testing.T) {
 		t.Errorf("decidedThrough %v, want %v", s.DecidedThrough, want)
 	}
 }
+
+// Outbound results and counts go to the snapshot's outbound section, apart
+// from the inbound figures, and the section exists only when the probe
+// measures outbound calls.
+func TestOutboundKeptApart(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	r := New(origin)
+	var in, out pairing.Counts
+	for i := 1; i <= 100; i++ {
+		now := origin.Add(time.Duration(i-1) * 50 * time.Millisecond)
+		inbound := pairing.Result{Edge: exchange.Event{Direction: exchange.Inbound}, Method: pairing.ByContainment,
+			EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond, ProxyAdded: time.Millisecond,
+			RequestPath: 400 * time.Microsecond, ResponsePath: 600 * time.Microsecond}
+		call := pairing.Result{Edge: exchange.Event{Direction: exchange.Outbound}, Method: pairing.ByContainment,
+			EdgeDuration: 5 * time.Millisecond, AppDuration: 5*time.Millisecond + 300*time.Microsecond, ProxyAdded: 300 * time.Microsecond,
+			RequestPath: 100 * time.Microsecond, ResponsePath: 200 * time.Microsecond}
+		in.Edge, in.App, in.Paired = in.Edge+1, in.App+1, in.Paired+1
+		out.Edge, out.App, out.Paired = out.Edge+1, out.App+1, out.Paired+1
+		if i%10 == 0 {
+			out.App++ // a call the proxy answered itself
+			out.UnmatchedApp++
+		}
+		r.Record(now, []pairing.Result{inbound, call}, Totals{Counts: in, OutboundCounts: out})
+	}
+	end := origin.Add(10 * time.Second)
+	s, err := r.Snapshot(end, spec("10s"), Context{Mesh: "istio", ProxyDetected: true, Outbound: true, OutboundProxyDetected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Requests != 100 || s.Measured != 100 || !near(s.ProxyAdded.P50, 1) || !near(s.Edge.P50, 3) {
+		t.Errorf("inbound %+v", s)
+	}
+	o := s.Outbound
+	if o == nil {
+		t.Fatal("no outbound section")
+	}
+	if o.Requests != 110 || o.Measured != 100 || o.Pairing.UnmatchedApp != 10 || o.Status != api.StatusOK ||
+		!near(o.ProxyAdded.P50, 0.3) || !near(o.Edge.P50, 5) || !near(o.App.P50, 5.3) || !near(o.RequestPath.P50, 0.1) {
+		t.Errorf("outbound %+v", o)
+	}
+	if o.Histograms == nil || o.Histograms.ProxyAdded == nil || o.Histograms.ProxyAdded.Count != 100 {
+		t.Errorf("outbound histograms %+v", o.Histograms)
+	}
+	s, err = r.Snapshot(end, spec("10s"), Context{Mesh: "istio", ProxyDetected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Outbound != nil {
+		t.Errorf("outbound section without outbound measurement: %+v", s.Outbound)
+	}
+}

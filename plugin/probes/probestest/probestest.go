@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/recorder"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/server"
@@ -50,6 +51,16 @@ type Traffic struct {
 	// Losses are added over the run.
 	Losses api.Losses
 	Seed   uint64
+	// Outbound, when set, are the application's calls out through the proxy; without it the
+	// probe does not measure outbound calls (no outbound port).
+	Outbound *OutboundTraffic
+}
+
+// OutboundTraffic are outbound calls at a steady rate, every one paired: the proxy adds
+// ProxyAdded and the upstream takes Upstream (medians, lognormal like Traffic's).
+type OutboundTraffic struct {
+	RPS                  float64
+	ProxyAdded, Upstream time.Duration
 }
 
 // Cgroup ids of the synthetic pod's containers.
@@ -78,6 +89,10 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 	lognormal := func(median time.Duration) time.Duration {
 		return time.Duration(float64(median) * math.Exp(rng.NormFloat64()*sigma))
 	}
+	// Outbound calls draw from a generator of their own, so that adding them to a pod leaves
+	// its inbound figures as they were.
+	outRng := rand.New(rand.NewPCG(t.Seed+1, t.Seed^0x5851f42d4c957f2d))
+	outCarry := 0.0
 	rec := recorder.New(start)
 	var totals recorder.Totals
 	totals.CPU = map[uint64]time.Duration{}
@@ -124,6 +139,23 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 				ProxyAdded: added, RequestPath: in, ResponsePath: added - in,
 			})
 		}
+		if o := t.Outbound; o != nil {
+			outCarry += o.RPS * tick.Seconds()
+			m := int(outCarry)
+			outCarry -= float64(m)
+			for range m {
+				up := time.Duration(float64(o.Upstream) * math.Exp(outRng.NormFloat64()*sigma))
+				added := time.Duration(float64(o.ProxyAdded) * math.Exp(outRng.NormFloat64()*sigma))
+				totals.OutboundCounts.App++
+				totals.OutboundCounts.Edge++
+				totals.OutboundCounts.Paired++
+				results = append(results, pairing.Result{
+					Edge:   exchange.Event{Direction: exchange.Outbound, Leg: exchange.LegEdge},
+					Method: pairing.ByContainment, EdgeDuration: up, AppDuration: up + added,
+					ProxyAdded: added, RequestPath: added / 2, ResponsePath: added - added/2,
+				})
+			}
+		}
 		if !t.NoProxy {
 			totals.CPU[CgroupProxy] += cpuProxy
 		}
@@ -141,17 +173,21 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 		for id, d := range totals.CPU {
 			cpu[id] = d
 		}
-		rec.Record(at, results, recorder.Totals{Counts: totals.Counts, CPU: cpu, Losses: totals.Losses})
+		rec.Record(at, results, recorder.Totals{Counts: totals.Counts, OutboundCounts: totals.OutboundCounts, CPU: cpu, Losses: totals.Losses})
 	}
 	p := &Probe{Rec: rec, Now: now, Ctx: recorder.Context{
 		Mesh:          mesh,
 		ProxyDetected: !t.NoProxy && t.RPS > 0,
-		Notes:         []string{"outbound calls are not measured: no proxy outbound port is configured"},
 		Containers: map[uint64]api.ContainerCPU{
 			CgroupApp:   {},
 			CgroupProbe: {Role: "probe"},
 		},
 	}}
+	if t.Outbound != nil {
+		p.Ctx.Outbound, p.Ctx.OutboundProxyDetected = true, t.Outbound.RPS > 0
+	} else {
+		p.Ctx.Notes = []string{"outbound calls are not measured: no proxy outbound port is configured"}
+	}
 	if t.NoProxy {
 		p.Ctx.Containers[CgroupApp] = api.ContainerCPU{Role: "app"}
 	} else {
