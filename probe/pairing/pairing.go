@@ -324,8 +324,10 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	for _, e := range edges {
 		longest = max(longest, e.ev.ResponseEnd-e.ev.RequestStart)
 	}
-	links := make([][]int, na) // app -> edges
+	// app -> edges, flat: one allocation for all (most apps have one).
+	links := linkTable{start: make([]int, na+1), flat: make([]int, 0, na)}
 	for ai, a := range apps {
+		links.start[ai] = len(links.flat)
 		last := sort.Search(ne, func(k int) bool {
 			return edges[k].ev.RequestStart > a.ev.RequestStart
 		})
@@ -338,13 +340,14 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 		for ei := first; ei < last; ei++ {
 			if contains(&edges[ei].ev, &a.ev) && p.portMatches(&edges[ei].ev, &a.ev) {
-				links[ai] = append(links[ai], ei)
+				links.flat = append(links.flat, ei)
 				if ra, re := find(ne+ai), find(ei); ra != re {
 					parent[ra] = re
 				}
 			}
 		}
 	}
+	links.start[na] = len(links.flat)
 
 	// Each group's latest end, by root. Only groups past the cutoff are
 	// decided, so only their members are gathered.
@@ -358,7 +361,9 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		end[r] = max(end[r], a.ev.ResponseEnd)
 	}
 	slot := make([]int32, ne+na) // root -> 1 + index in groups
-	var groups []group
+	// Most groups are one request (an edge and its app): sized for that,
+	// the appends below rarely grow.
+	groups := make([]group, 0, ne)
 	get := func(root int) *group {
 		if slot[root] == 0 {
 			groups = append(groups, group{end: end[root]})
@@ -379,12 +384,14 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 	}
 
-	var results []Result
+	// At most one result per edge: sized once, rather than grown (and
+	// copied, at a few hundred bytes a result) append by append.
+	results := make([]Result, 0, ne)
 	doneEdge := make([]bool, ne)
 	doneApp := make([]bool, na)
 	for i := range groups {
 		g := &groups[i]
-		results = p.solve(results, g, links)
+		results = p.solve(results, g, &links)
 		for _, ei := range g.edges {
 			doneEdge[ei] = true
 		}
@@ -421,13 +428,21 @@ func keep(nodes []*node, done []bool) []*node {
 }
 
 // solve decides one connected group of candidates, appending to results.
-func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
+// linkTable holds each app's candidate edges: those of app ai are
+// flat[start[ai]:start[ai+1]].
+type linkTable struct {
+	start, flat []int
+}
+
+func (t *linkTable) of(ai int) []int { return t.flat[t.start[ai]:t.start[ai+1]] }
+
+func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	// Most groups are one request: one edge and one app exchange, each
 	// the other's only candidate. That pair is the only maximum matching,
 	// so it is forced; the general machinery below would decide the same
 	// after building its graphs, which at thousands of requests per
 	// second costs more than everything else the probe does.
-	if len(g.edges) == 1 && len(g.apps) == 1 && len(links[g.apps[0]]) == 1 {
+	if len(g.edges) == 1 && len(g.apps) == 1 && len(links.of(g.apps[0])) == 1 {
 		e, a := p.edges[g.edges[0]], p.apps[g.apps[0]]
 		m := ByContainment
 		if e.id != "" && e.id == a.id {
@@ -454,7 +469,7 @@ func (p *Pairer) solve(results []Result, g *group, links [][]int) []Result {
 		apps[j] = p.apps[ai]
 		apps[j].used = false
 		apps[j].cands = apps[j].cands[:0]
-		for _, ei := range links[ai] {
+		for _, ei := range links.of(ai) {
 			i := local[ei]
 			apps[j].cands = append(apps[j].cands, i)
 			edges[i].cands = append(edges[i].cands, j)
