@@ -5,9 +5,9 @@
 //
 // so that TCP arriving at the pod for the application's port is delivered to the proxy instead,
 // with its original destination port in the connection's conntrack entry, exactly as a client
-// outside the pod cannot tell. It is a lab fixture, not a product mesh: there is no outbound
-// capture and no per-UID exemption, because the demo proxy only forwards inbound requests to the
-// application on 127.0.0.1.
+// outside the pod cannot tell. Optionally (Rules.Outbound) it also captures the pod's outgoing
+// connections to listed destination ports for the proxy's outbound listener, exempting the
+// proxy's own user as Istio exempts UID 1337. It is a lab fixture, not a product mesh.
 //
 // The rules live in a table of their own (Table, family inet so IPv4 and IPv6 alike), which
 // Install replaces as a whole in one nftables transaction: running it twice leaves one copy, and
@@ -30,8 +30,12 @@ import (
 // Table is the nftables table the sidecar owns; nothing else in the pod may use this name.
 const Table = "kubectl-mesh-sidecar"
 
-// chainName is the one chain of Table, hooked at prerouting like Istio's nat PREROUTING rules.
-const chainName = "prerouting"
+// chainName is Table's inbound chain, hooked at prerouting like Istio's nat PREROUTING rules;
+// outputChainName its outbound one, like Istio's nat OUTPUT rules.
+const (
+	chainName       = "prerouting"
+	outputChainName = "output"
+)
 
 // Rules says what to capture.
 type Rules struct {
@@ -45,6 +49,25 @@ type Rules struct {
 	// ExcludePorts reach the pod unredirected (with AllPorts; with a port list they may not
 	// overlap it, since the two would contradict each other).
 	ExcludePorts []uint16
+	// Outbound, when set, also captures the pod's outgoing connections.
+	Outbound *Outbound
+}
+
+// Outbound is the outbound capture, Istio's
+//
+//	iptables -t nat -A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN
+//	iptables -t nat -A OUTPUT -o lo -j RETURN
+//	iptables -t nat -A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 15001
+//
+// limited to the destination ports listed (Istio captures every port by default).
+type Outbound struct {
+	// ProxyPort is where the proxy receives the redirected connections (Istio's 15001).
+	ProxyPort uint16
+	// DestPorts are the destination ports captured.
+	DestPorts []uint16
+	// ProxyUID owns the proxy's own sockets: its connections to the upstreams are never
+	// captured (they would loop back into it).
+	ProxyUID uint32
 }
 
 // Validate reports what makes r unusable.
@@ -58,6 +81,25 @@ func (r Rules) Validate() error {
 		errs = append(errs, errors.New("both all ports and a port list"))
 	case !r.AllPorts && len(r.AppPorts) == 0:
 		errs = append(errs, errors.New("no application port to redirect"))
+	}
+	if o := r.Outbound; o != nil {
+		switch {
+		case o.ProxyPort == 0:
+			errs = append(errs, errors.New("no outbound proxy port"))
+		case o.ProxyPort == r.ProxyPort:
+			errs = append(errs, fmt.Errorf("outbound proxy port %d is the inbound one", o.ProxyPort))
+		}
+		if len(o.DestPorts) == 0 {
+			errs = append(errs, errors.New("no outbound destination port to capture"))
+		}
+		if slices.Contains(o.DestPorts, 0) {
+			errs = append(errs, errors.New("outbound destination port 0"))
+		}
+		if o.ProxyUID == 0 {
+			// Root's connections would all escape the capture, the application's too
+			// when it runs as root: the proxy must have a user of its own.
+			errs = append(errs, errors.New("outbound capture needs the proxy's own non-root UID"))
+		}
 	}
 	for _, p := range r.AppPorts {
 		if p == 0 {
@@ -103,6 +145,18 @@ func Install(r Rules) error {
 	for _, exprs := range r.exprs() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 	}
+	if r.Outbound != nil {
+		out := c.AddChain(&nftables.Chain{
+			Name: outputChainName, Table: t, Type: nftables.ChainTypeNAT,
+			// OUTPUT sees what the pod's own processes send, before routing decides the
+			// interface: the place to catch the application's connections.
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest,
+			Policy: &policy,
+		})
+		for _, exprs := range r.Outbound.exprs() {
+			c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: exprs})
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("redirect: installing nftables table %s (needs CAP_NET_ADMIN): %w", Table, err)
 	}
@@ -140,7 +194,21 @@ func Installed() (exists bool, rules int, err error) {
 			continue
 		}
 		rs, err := c.GetRules(t, &nftables.Chain{Name: chainName, Table: t})
-		return true, len(rs), err
+		if err != nil {
+			return true, 0, err
+		}
+		rules = len(rs)
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return true, rules, err
+		}
+		for _, ch := range chains {
+			if ch.Table.Name == Table && ch.Name == outputChainName {
+				out, err := c.GetRules(t, ch)
+				return true, rules + len(out), err
+			}
+		}
+		return true, rules, nil
 	}
 	return false, 0, nil
 }
@@ -174,6 +242,33 @@ func (r Rules) exprs() [][]expr.Any {
 	slices.Sort(ports)
 	for _, p := range slices.Compact(ports) {
 		out = append(out, append(tcpDport(p), redirectTo(r.ProxyPort)...))
+	}
+	return out
+}
+
+// exprs is the outbound rule list, in order:
+//
+//	meta skuid <proxy> return                the proxy's own connections
+//	oifname "lo" return                      the pod talking to itself
+//	tcp dport <dest> redirect to :<proxy>    each captured destination port
+func (o *Outbound) exprs() [][]expr.Any {
+	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	out := [][]expr.Any{
+		{
+			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(o.ProxyUID)},
+			ret,
+		},
+		{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
+			ret,
+		},
+	}
+	ports := slices.Clone(o.DestPorts)
+	slices.Sort(ports)
+	for _, p := range slices.Compact(ports) {
+		out = append(out, append(tcpDport(p), redirectTo(o.ProxyPort)...))
 	}
 	return out
 }

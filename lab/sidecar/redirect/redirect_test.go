@@ -1,11 +1,14 @@
 package redirect
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/nftables/expr"
 
@@ -17,6 +20,7 @@ func TestValidate(t *testing.T) {
 		{AppPorts: []uint16{8080}, ProxyPort: 15006},
 		{AppPorts: []uint16{80, 8080}, ProxyPort: 15006, ExcludePorts: []uint16{15000}},
 		{AllPorts: true, ProxyPort: 15006, ExcludePorts: []uint16{15000, 15021}},
+		{AppPorts: []uint16{8080}, ProxyPort: 15006, Outbound: &Outbound{ProxyPort: 15001, DestPorts: []uint16{80}, ProxyUID: 1337}},
 	}
 	for _, r := range good {
 		if err := r.Validate(); err != nil {
@@ -30,6 +34,12 @@ func TestValidate(t *testing.T) {
 		"port 0":                       {AppPorts: []uint16{0}, ProxyPort: 15006},
 		"is the proxy port":            {AppPorts: []uint16{15006}, ProxyPort: 15006},
 		"both redirected and excluded": {AppPorts: []uint16{8080}, ProxyPort: 15006, ExcludePorts: []uint16{8080}},
+		"outbound proxy port 15006 is the inbound one": {AppPorts: []uint16{8080}, ProxyPort: 15006,
+			Outbound: &Outbound{ProxyPort: 15006, DestPorts: []uint16{80}, ProxyUID: 1337}},
+		"no outbound destination port": {AppPorts: []uint16{8080}, ProxyPort: 15006,
+			Outbound: &Outbound{ProxyPort: 15001, ProxyUID: 1337}},
+		"non-root UID": {AppPorts: []uint16{8080}, ProxyPort: 15006,
+			Outbound: &Outbound{ProxyPort: 15001, DestPorts: []uint16{80}}},
 	}
 	for want, r := range bad {
 		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), want) {
@@ -144,5 +154,105 @@ func TestAllPortsInNamespace(t *testing.T) {
 	}
 	if err := pod.Pod.Do(Uninstall); err != nil {
 		t.Errorf("uninstalling twice: %v", err)
+	}
+}
+
+// dialAsEnv asks the test binary, run as a child, to dial an address as the
+// proxy's user and print who answered (TestMain).
+const dialAsEnv = "KMESH_REDIRECT_TEST_DIAL_AS_1337"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(dialAsEnv); addr != "" {
+		// A process of its own: changing the user changes every thread's.
+		if err := syscall.Setresuid(1337, 1337, 1337); err != nil {
+			fmt.Println("setresuid:", err)
+			os.Exit(1)
+		}
+		fmt.Print(answer(net.DialTimeout("tcp", addr, 2*time.Second)))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// answer reads what a listener of the tests says, or "refused".
+func answer(c net.Conn, err error) string {
+	if err != nil {
+		return "refused"
+	}
+	defer c.Close()
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// say serves name to every connection on ln.
+func say(t *testing.T, ln net.Listener, name string) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, name)
+			c.Close()
+		}
+	}()
+}
+
+// TestOutboundInNamespace installs the outbound capture in a pod namespace: the pod's
+// connections to a captured port reach the proxy's outbound listener, the proxy's own user's
+// reach the real destination, and other ports are left alone.
+func TestOutboundInNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the test creates network namespaces and installs nftables rules in them")
+	}
+	pod, err := fixture.NewPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pod.Close() })
+	proxy, err := pod.Pod.Listen("127.0.0.1:15001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	say(t, proxy, "proxy")
+	upstream, err := pod.Client.Listen(":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	say(t, upstream, "upstream")
+	dest := net.JoinHostPort(fixture.ClientAddr, "80")
+
+	r := Rules{AppPorts: []uint16{8080}, ProxyPort: 15006,
+		Outbound: &Outbound{ProxyPort: 15001, DestPorts: []uint16{80}, ProxyUID: 1337}}
+	if err := pod.Pod.Do(func() error { return Install(r) }); err != nil {
+		t.Fatal(err)
+	}
+	var exists bool
+	var rules int
+	if err := pod.Pod.Do(func() (err error) { exists, rules, err = Installed(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !exists || rules != 5 {
+		t.Fatalf("exists %t with %d rules, want 5 (inbound: lo, 8080; outbound: proxy's user, lo, 80)", exists, rules)
+	}
+	if got := answer(pod.Pod.Dial(dest)); got != "proxy" {
+		t.Errorf("the application's connection to %s reached %q, want the proxy", dest, got)
+	}
+	if got := answer(pod.Pod.Dial(net.JoinHostPort(fixture.ClientAddr, "81"))); got != "refused" {
+		t.Errorf("an uncaptured port answered %q", got)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := pod.Pod.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), dialAsEnv+"="+dest)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	if string(out) != "upstream" {
+		t.Errorf("the proxy user's connection to %s reached %q, want the upstream", dest, out)
 	}
 }
