@@ -1,10 +1,17 @@
 // Command mesh-sidecar is the lab's demo sidecar: a test fixture that sits in a pod the way
 // Istio's does, so the probe can be checked against a proxy whose every added microsecond is
-// known. It is not a service mesh: no mTLS, no routing, no outbound capture.
+// known. It is not a service mesh: no mTLS, no routing.
 //
 //	mesh-sidecar init --app-port 8080 --proxy-port 15006 [--exclude-ports 15000]
+//	                  [--outbound-port 15001 --outbound-dest-ports 80 --proxy-uid 1337]
 //	mesh-sidecar init --uninstall
 //	mesh-sidecar proxy --listen :15006 --upstream 127.0.0.1:8080 --delay 1ms --cpu-per-request 200us --admin :15000
+//	                   [--outbound-listen 127.0.0.1:15001]
+//
+// With the outbound flags, init also redirects the pod's outgoing TCP to the listed destination
+// ports to the proxy's outbound listener (Istio's nat OUTPUT rules; the proxy's user is exempt),
+// and the proxy forwards each such connection to its original destination with the same delays,
+// keeping a second account at /outbound/stats.
 //
 // init runs as the pod's init container: it installs nftables rules in the pod's network
 // namespace that redirect inbound TCP for the application's port to the proxy (Istio's
@@ -50,9 +57,10 @@ func main() {
 
 const usage = `usage:
   mesh-sidecar init --app-port PORTS --proxy-port 15006 [--exclude-ports PORTS]
+                    [--outbound-port 15001 --outbound-dest-ports PORTS [--proxy-uid 1337]]
   mesh-sidecar init --uninstall
   mesh-sidecar proxy [--listen :15006] [--upstream 127.0.0.1:8080] [--delay 0] [--response-delay 0]
-                     [--cpu-per-request 0] [--admin :15000] [--keep 100000]
+                     [--cpu-per-request 0] [--admin :15000] [--keep 100000] [--outbound-listen ADDR]
   mesh-sidecar version
 `
 
@@ -113,6 +121,9 @@ func parseInit(args []string, out io.Writer) (initOptions, error) {
 	proxyPort := fs.Uint("proxy-port", 15006, "port the proxy listens on")
 	exclude := fs.String("exclude-ports", "", "comma-separated ports never redirected (with --app-port '*': the admin port, health ports)")
 	uninstall := fs.Bool("uninstall", false, "delete the sidecar's nftables table and exit")
+	outPort := fs.Uint("outbound-port", 0, "port of the proxy's outbound listener; with it, outgoing TCP to --outbound-dest-ports is redirected there")
+	outDests := fs.String("outbound-dest-ports", "", "destination ports of the outgoing TCP to capture (with --outbound-port)")
+	proxyUID := fs.Uint("proxy-uid", 1337, "the proxy's user: its own connections are never captured")
 	if err := fs.Parse(args); err != nil {
 		return initOptions{}, err
 	}
@@ -145,6 +156,21 @@ func parseInit(args []string, out io.Writer) (initOptions, error) {
 	}
 	if o.rules.ExcludePorts, err = parsePorts(*exclude); err != nil {
 		return o, fmt.Errorf("init: --exclude-ports: %w", err)
+	}
+	switch {
+	case *outPort > 65535:
+		return o, fmt.Errorf("init: --outbound-port %d is not a port (1-65535)", *outPort)
+	case *outPort == 0 && strings.TrimSpace(*outDests) != "":
+		return o, errors.New("init: --outbound-dest-ports needs --outbound-port")
+	case *outPort != 0:
+		dests, err := parsePorts(*outDests)
+		if err != nil {
+			return o, fmt.Errorf("init: --outbound-dest-ports: %w", err)
+		}
+		if *proxyUID > 1<<31 {
+			return o, fmt.Errorf("init: --proxy-uid %d is not a user id", *proxyUID)
+		}
+		o.rules.Outbound = &redirect.Outbound{ProxyPort: uint16(*outPort), DestPorts: dests, ProxyUID: uint32(*proxyUID)}
 	}
 	if err := o.rules.Validate(); err != nil {
 		return o, fmt.Errorf("init: %w", err)
@@ -189,12 +215,17 @@ func runInit(o initOptions, log *slog.Logger) error {
 	}
 	log.Info("installed inbound redirect", "table", redirect.Table, "app_ports", ports,
 		"proxy_port", o.rules.ProxyPort, "excluded", o.rules.ExcludePorts)
+	if out := o.rules.Outbound; out != nil {
+		log.Info("installed outbound redirect", "table", redirect.Table, "dest_ports", out.DestPorts,
+			"proxy_port", out.ProxyPort, "exempt_uid", out.ProxyUID)
+	}
 	return nil
 }
 
 // proxyOptions are proxy's flags, validated.
 type proxyOptions struct {
 	listen, upstream, admin string
+	outboundListen          string // "" without outbound
 	delay, respDelay, cpu   time.Duration
 	keep                    int
 }
@@ -214,6 +245,7 @@ func parseProxy(args []string, out io.Writer) (proxyOptions, error) {
 	fs.DurationVar(&o.cpu, "cpu-per-request", 0, "CPU time burnt on the request path of each request (after --delay)")
 	fs.StringVar(&o.admin, "admin", ":15000", "address of the admin endpoint (GET /stats, POST /reset, GET /healthz)")
 	fs.IntVar(&o.keep, "keep", account.DefaultKeep, "residences kept for /stats (older ones are dropped and reported incomplete)")
+	fs.StringVar(&o.outboundListen, "outbound-listen", "", "address of the outbound listener (e.g. 127.0.0.1:15001): redirected outgoing connections, forwarded to their original destination; account at /outbound/stats")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -233,6 +265,13 @@ func parseProxy(args []string, out io.Writer) (proxyOptions, error) {
 		errs = append(errs, fmt.Errorf("--admin: %w", err))
 	} else if adminPort == listenPort {
 		errs = append(errs, fmt.Errorf("--admin and --listen both use port %d", adminPort))
+	}
+	if o.outboundListen != "" {
+		if p, err := port(o.outboundListen, false); err != nil {
+			errs = append(errs, fmt.Errorf("--outbound-listen: %w", err))
+		} else if p == listenPort || p == adminPort {
+			errs = append(errs, fmt.Errorf("--outbound-listen uses port %d, which --listen or --admin uses", p))
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -279,13 +318,13 @@ func runProxy(ctx context.Context, o proxyOptions, log *slog.Logger) error {
 	// Errors are counted in the account (/stats); the log gets at most one a second, so an
 	// application that is down cannot flood it.
 	var lastLog atomic.Int64
-	onError := func(err error) {
-		acct.Error(err)
+	logError := func(err error) {
 		now := time.Now().UnixNano()
 		if last := lastLog.Load(); now-last > int64(time.Second) && lastLog.CompareAndSwap(last, now) {
 			log.Warn("request failed", "err", err)
 		}
 	}
+	onError := func(err error) { acct.Error(err); logError(err) }
 	p, err := fixture.StartProxyWith(fixture.ProxyOptions{Listen: o.listen, Upstream: o.upstream,
 		RequestDelay: o.delay, ResponseDelay: o.respDelay, CPUPerRequest: o.cpu,
 		Record: acct.Record, OnError: onError})
@@ -293,11 +332,27 @@ func runProxy(ctx context.Context, o proxyOptions, log *slog.Logger) error {
 		return err
 	}
 	defer p.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/", acct.Handler())
+	if o.outboundListen != "" {
+		outAcct := account.New(account.Config{Listen: o.outboundListen, Upstream: "original destination",
+			RequestDelay: o.delay, ResponseDelay: o.respDelay, CPUPerRequest: o.cpu}, o.keep)
+		outErr := func(err error) { outAcct.Error(err); logError(err) }
+		out, err := fixture.StartProxyWith(fixture.ProxyOptions{Listen: o.outboundListen, OriginalDestination: true,
+			RequestDelay: o.delay, ResponseDelay: o.respDelay, CPUPerRequest: o.cpu,
+			Record: outAcct.Record, OnError: outErr})
+		if err != nil {
+			return fmt.Errorf("outbound: %w", err)
+		}
+		defer out.Close()
+		mux.Handle("/outbound/", http.StripPrefix("/outbound", outAcct.Handler()))
+		log.Info("outbound proxy serving", "listen", out.Addr().String())
+	}
 	adminLn, err := net.Listen("tcp", o.admin)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	admin := &http.Server{Handler: acct.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- admin.Serve(adminLn) }()
 	log.Info("proxy serving", "listen", p.Addr().String(), "upstream", o.upstream, "delay", o.delay,

@@ -40,6 +40,9 @@ func TestParseInit(t *testing.T) {
 		{[]string{"--app-port", "*", "--exclude-ports", "15000,15021"},
 			initOptions{rules: redirect.Rules{AllPorts: true, ProxyPort: 15006, ExcludePorts: []uint16{15000, 15021}}}},
 		{[]string{"--uninstall"}, initOptions{uninstall: true}},
+		{[]string{"--app-port", "8080", "--outbound-port", "15001", "--outbound-dest-ports", "80,8080"},
+			initOptions{rules: redirect.Rules{AppPorts: []uint16{8080}, ProxyPort: 15006,
+				Outbound: &redirect.Outbound{ProxyPort: 15001, DestPorts: []uint16{80, 8080}, ProxyUID: 1337}}}},
 	}
 	for _, c := range ok {
 		got, err := parseInit(c.args, io.Discard)
@@ -63,6 +66,10 @@ func TestParseInit(t *testing.T) {
 		"--uninstall takes no other flag": {"--uninstall", "--app-port", "8080"},
 		"unexpected arguments":            {"--app-port", "8080", "extra"},
 		"flag provided but not defined":   {"--to-ports", "15006"},
+		"needs --outbound-port":           {"--app-port", "8080", "--outbound-dest-ports", "80"},
+		"no outbound destination port":    {"--app-port", "8080", "--outbound-port", "15001"},
+		"needs the proxy's own non-root":  {"--app-port", "8080", "--outbound-port", "15001", "--outbound-dest-ports", "80", "--proxy-uid", "0"},
+		"is the inbound one":              {"--app-port", "8080", "--outbound-port", "15006", "--outbound-dest-ports", "80"},
 	}
 	for want, args := range bad {
 		_, err := parseInit(args, io.Discard)
@@ -93,17 +100,19 @@ func TestParseProxy(t *testing.T) {
 	}
 
 	bad := map[string][]string{
-		"--upstream: \":8080\" has no host": {"--upstream", ":8080"},
-		"host must be an IP address":        {"--upstream", "app.default:8080"},
-		"missing port in address":           {"--listen", "15006"},
-		`"0" is not a port`:                 {"--admin", ":0"},
-		"both use port 15006":               {"--admin", ":15006"},
-		"--delay -1ms":                      {"--delay", "-1ms"},
-		"--cpu-per-request 1m0s":            {"--cpu-per-request", "1m"},
-		"--response-delay 11s":              {"--response-delay", "11s"},
-		"--keep 0":                          {"--keep", "0"},
-		"invalid value":                     {"--delay", "1"},
-		"unexpected arguments":              {"extra"},
+		"--upstream: \":8080\" has no host":                  {"--upstream", ":8080"},
+		"host must be an IP address":                         {"--upstream", "app.default:8080"},
+		"missing port in address":                            {"--listen", "15006"},
+		`"0" is not a port`:                                  {"--admin", ":0"},
+		"both use port 15006":                                {"--admin", ":15006"},
+		"--delay -1ms":                                       {"--delay", "-1ms"},
+		"--cpu-per-request 1m0s":                             {"--cpu-per-request", "1m"},
+		"--response-delay 11s":                               {"--response-delay", "11s"},
+		"--keep 0":                                           {"--keep", "0"},
+		"invalid value":                                      {"--delay", "1"},
+		"unexpected arguments":                               {"extra"},
+		"--outbound-listen uses port 15000":                  {"--outbound-listen", "127.0.0.1:15000"},
+		"--outbound-listen: address 127.0.0.1: missing port": {"--outbound-listen", "127.0.0.1"},
 	}
 	for want, args := range bad {
 		_, err := parseProxy(args, io.Discard)

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,6 +39,9 @@ const (
 	ProxyContainerName = "mesh-sidecar"
 	// ProxyPort receives the redirected inbound traffic (Istio's 15006).
 	ProxyPort = 15006
+	// OutboundPort receives the redirected outbound traffic (Istio's 15001), with
+	// Options.OutboundDestPorts.
+	OutboundPort = 15001
 	// AdminPort serves the proxy's own account (Istio's Envoy admin is 15000 too).
 	AdminPort = 15000
 	// ProxyUID runs the proxy, as istio-proxy runs as 1337.
@@ -76,6 +80,10 @@ type Options struct {
 	// Image runs both containers, InitImage the init container when set; lab images by
 	// default (mesh-sidecar, or mesh-caddy for the proxy with ProxyCaddy).
 	Image, InitImage string
+	// OutboundDestPorts, when set, also captures the pod's outgoing TCP to these destination
+	// ports: ProxyMeshSidecar forwards it to its original destination through OutboundPort,
+	// with the same delays, and keeps its account at /outbound/stats.
+	OutboundDestPorts []int32
 }
 
 func (o Options) withDefaults() Options {
@@ -112,6 +120,9 @@ func (o Options) validate() error {
 	case ProxyCaddy:
 		if o.Delay != 0 || o.ResponseDelay != 0 || o.CPUPerRequest != 0 {
 			errs = append(errs, errors.New("caddy is unmodified: it cannot add a delay or CPU cost"))
+		}
+		if len(o.OutboundDestPorts) > 0 {
+			errs = append(errs, errors.New("caddy has no outbound listener"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown proxy %q (want %s or %s)", o.Proxy, ProxyMeshSidecar, ProxyCaddy))
@@ -159,6 +170,9 @@ func Add(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o Options) error {
 	// Only the application's port is captured (init --app-port), not every port as Istio does
 	// by default: other declared ports bypass the proxy, and the probe must know they do.
 	meta.Annotations[inject.AnnotationProxyInboundPorts] = strconv.Itoa(int(o.AppPort))
+	if len(o.OutboundDestPorts) > 0 {
+		meta.Annotations[inject.AnnotationProxyOutboundPort] = strconv.Itoa(OutboundPort)
+	}
 	return nil
 }
 
@@ -169,8 +183,7 @@ func initContainer(o Options) corev1.Container {
 		Name:            InitContainerName,
 		Image:           o.InitImage,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args: []string{"init", "--app-port", strconv.Itoa(int(o.AppPort)),
-			"--proxy-port", strconv.Itoa(ProxyPort)},
+		Args:            initArgs(o),
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -194,6 +207,19 @@ func initContainer(o Options) corev1.Container {
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+func initArgs(o Options) []string {
+	args := []string{"init", "--app-port", strconv.Itoa(int(o.AppPort)), "--proxy-port", strconv.Itoa(ProxyPort)}
+	if len(o.OutboundDestPorts) > 0 {
+		var dests []string
+		for _, p := range o.OutboundDestPorts {
+			dests = append(dests, strconv.Itoa(int(p)))
+		}
+		args = append(args, "--outbound-port", strconv.Itoa(OutboundPort),
+			"--outbound-dest-ports", strings.Join(dests, ","), "--proxy-uid", strconv.Itoa(ProxyUID))
+	}
+	return args
 }
 
 // proxyContainer runs the proxy as UID 1337 with no capability at all.
@@ -236,6 +262,9 @@ func proxyContainer(o Options) corev1.Container {
 		c.Args = []string{"proxy", "--listen", ":" + strconv.Itoa(ProxyPort), "--upstream", upstream,
 			"--delay", o.Delay.String(), "--response-delay", o.ResponseDelay.String(),
 			"--cpu-per-request", o.CPUPerRequest.String(), "--admin", ":" + strconv.Itoa(AdminPort)}
+		if len(o.OutboundDestPorts) > 0 {
+			c.Args = append(c.Args, "--outbound-listen", "127.0.0.1:"+strconv.Itoa(OutboundPort))
+		}
 		c.Ports = append(c.Ports, corev1.ContainerPort{Name: adminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP})
 		c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: "/healthz", Port: intstr.FromString(adminPortName)}}, PeriodSeconds: 2}
@@ -243,7 +272,12 @@ func proxyContainer(o Options) corev1.Container {
 	return c
 }
 
-// StatsURL is where the ground truth of a pod's ProxyMeshSidecar is, from inside the lab.
+// StatsURL is where the ground truth of a pod's ProxyMeshSidecar is, from inside the lab;
+// OutboundStatsURL that of its outbound listener.
 func StatsURL(podIP string) string {
 	return "http://" + net.JoinHostPort(podIP, strconv.Itoa(AdminPort)) + "/stats"
+}
+
+func OutboundStatsURL(podIP string) string {
+	return "http://" + net.JoinHostPort(podIP, strconv.Itoa(AdminPort)) + "/outbound/stats"
 }

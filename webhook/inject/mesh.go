@@ -94,6 +94,9 @@ const (
 	AnnotationProxyInboundPorts = "kubectl-mesh.io/proxy-inbound-ports"
 	// AnnotationProxyExcludeInboundPorts lists inbound ports that bypass the proxy.
 	AnnotationProxyExcludeInboundPorts = "kubectl-mesh.io/proxy-exclude-inbound-ports"
+	// AnnotationProxyOutboundPort is where outbound traffic is redirected to, if the proxy
+	// captures it; with it the probe measures the pod's outbound calls too.
+	AnnotationProxyOutboundPort = "kubectl-mesh.io/proxy-outbound-port"
 )
 
 // MeshInfo is what detection found. The probe gets the part it uses in its environment (mesh,
@@ -192,6 +195,13 @@ func customPorts(info *MeshInfo, pod *corev1.Pod, proxy *corev1.Container) (warn
 			info.InboundPort = p
 		} else {
 			warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored invalid port %q in annotation %s", truncate(v, 16), AnnotationProxyInboundPort))
+		}
+	}
+	if v, ok := pod.Annotations[AnnotationProxyOutboundPort]; ok {
+		if p, ok := parsePort(v); ok {
+			info.OutboundPort = p
+		} else {
+			warnings = append(warnings, fmt.Sprintf("kubectl-mesh: ignored invalid port %q in annotation %s: outbound calls are not measured", truncate(v, 16), AnnotationProxyOutboundPort))
 		}
 	}
 	// The UID only explains the decision; 0 (unset) means the proxy's image decides it.
