@@ -64,7 +64,9 @@ type podUnderTest struct {
 	listen string
 }
 
-func newPodUnderTest(t *testing.T, redirect bool) *podUnderTest {
+// newTestPod builds the fixture's client and pod namespaces, removed when
+// the test ends.
+func newTestPod(t *testing.T) *fixture.Pod {
 	t.Helper()
 	pod, err := fixture.NewPod()
 	if err != nil {
@@ -75,6 +77,13 @@ func newPodUnderTest(t *testing.T, redirect bool) *podUnderTest {
 			t.Error(err)
 		}
 	})
+	return pod
+}
+
+func newPodUnderTest(t *testing.T, redirect bool) *podUnderTest {
+	t.Helper()
+	var err error
+	pod := newTestPod(t)
 	p := &podUnderTest{pod: pod, listen: net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort))}
 	if redirect {
 		if err := pod.Redirect(servicePort, 15006); err != nil {

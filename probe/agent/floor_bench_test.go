@@ -27,22 +27,7 @@ import (
 func BenchmarkTCFloor(b *testing.B) {
 	requireRoot(b)
 	bin := buildProbe(b)
-	pod, err := fixture.NewPod()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = pod.Close() })
-	app, err := fixture.StartApp(pod.Pod, "127.0.0.1:8080", 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = app.Close() })
-	proxy, err := fixture.StartProxy(pod.Pod, net.JoinHostPort(fixture.PodAddr, "8080"), "127.0.0.1:8080", 0, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proxy.Close() })
-	url := "http://" + net.JoinHostPort(fixture.PodAddr, "8080") + "/"
+	pod, proxy, url := benchPod(b)
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "empty_tc", Type: ebpf.SchedCLS, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC

@@ -35,15 +35,8 @@ type outboundPod struct {
 
 func newOutboundPod(t *testing.T, redirect bool) *outboundPod {
 	t.Helper()
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pod.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	var err error
+	pod := newTestPod(t)
 	o := &outboundPod{pod: pod, url: "http://127.0.0.1:15001/"}
 	if redirect {
 		if err := pod.RedirectOutbound(fixture.ClientAddr, dialledPort, 15001); err != nil {

@@ -49,22 +49,7 @@ var (
 func BenchmarkProbeOverhead(b *testing.B) {
 	requireRoot(b)
 	bin := buildProbe(b)
-	pod, err := fixture.NewPod()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = pod.Close() })
-	app, err := fixture.StartApp(pod.Pod, "127.0.0.1:8080", 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = app.Close() })
-	proxy, err := fixture.StartProxy(pod.Pod, net.JoinHostPort(fixture.PodAddr, "8080"), "127.0.0.1:8080", 0, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proxy.Close() })
-	url := "http://" + net.JoinHostPort(fixture.PodAddr, "8080") + "/"
+	pod, proxy, url := benchPod(b)
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		b.Fatalf("enable BPF run-time statistics: %v", err)
@@ -140,6 +125,29 @@ func BenchmarkProbeOverhead(b *testing.B) {
 		}
 		report(b, off, on, maxOff, maxOn, costs)
 	}
+}
+
+// benchPod is the benchmarks' pod: the proxy fixture on the service port
+// forwards over lo to the application (no added delay, no service time).
+// It returns the URL the client calls.
+func benchPod(b *testing.B) (*fixture.Pod, *fixture.Proxy, string) {
+	b.Helper()
+	pod, err := fixture.NewPod()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = pod.Close() })
+	app, err := fixture.StartApp(pod.Pod, "127.0.0.1:8080", 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = app.Close() })
+	proxy, err := fixture.StartProxy(pod.Pod, net.JoinHostPort(fixture.PodAddr, "8080"), "127.0.0.1:8080", 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proxy.Close() })
+	return pod, proxy, "http://" + net.JoinHostPort(fixture.PodAddr, "8080") + "/"
 }
 
 // buildProbe compiles cmd/mesh-probe as `make build` does (static,

@@ -97,27 +97,10 @@ func TestAllPortsInNamespace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, name)
-				c.Close()
-			}
-		}()
+		say(t, ln, name)
 	}
 	whoAnswers := func(port string) string {
-		t.Helper()
-		c, err := pod.Client.Dial(net.JoinHostPort(fixture.PodAddr, port))
-		if err != nil {
-			return "refused"
-		}
-		defer c.Close()
-		b, _ := io.ReadAll(c)
-		return string(b)
+		return answer(pod.Client.Dial(net.JoinHostPort(fixture.PodAddr, port)))
 	}
 	if got := whoAnswers("9090"); got != "refused" {
 		t.Fatalf("before install port 9090 answered %q", got)
@@ -129,11 +112,7 @@ func TestAllPortsInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var exists bool
-	var rules int
-	if err := pod.Pod.Do(func() (err error) { exists, rules, err = Installed(); return err }); err != nil {
-		t.Fatal(err)
-	}
+	exists, rules := installed(t, pod.Pod)
 	if !exists || rules != 4 {
 		t.Fatalf("after two installs: exists %t with %d rules, want 4 (lo, 15000, 15006, catch-all)", exists, rules)
 	}
@@ -172,6 +151,15 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// installed is Installed in ns.
+func installed(t *testing.T, ns *fixture.Netns) (exists bool, rules int) {
+	t.Helper()
+	if err := ns.Do(func() (err error) { exists, rules, err = Installed(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return exists, rules
 }
 
 // answer reads what a listener of the tests says, or "refused".
@@ -228,11 +216,7 @@ func TestOutboundInNamespace(t *testing.T) {
 	if err := pod.Pod.Do(func() error { return Install(r) }); err != nil {
 		t.Fatal(err)
 	}
-	var exists bool
-	var rules int
-	if err := pod.Pod.Do(func() (err error) { exists, rules, err = Installed(); return err }); err != nil {
-		t.Fatal(err)
-	}
+	exists, rules := installed(t, pod.Pod)
 	if !exists || rules != 5 {
 		t.Fatalf("exists %t with %d rules, want 5 (inbound: lo, 8080; outbound: proxy's user, lo, 80)", exists, rules)
 	}
