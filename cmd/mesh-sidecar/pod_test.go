@@ -37,11 +37,7 @@ func TestSidecarInPod(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test creates network namespaces and installs nftables rules in them")
 	}
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 
 	// Listening on every address, as applications do: only the redirect sends clients' requests
 	// to the proxy instead, so the proxy's count proves the capture.

@@ -431,11 +431,7 @@ func TestEndToEndProxyRestart(t *testing.T) {
 // reports every request with zero added time and "no proxy detected".
 func TestEndToEndNoProxy(t *testing.T) {
 	requireRoot(t)
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 	app, err := fixture.StartApp(pod.Pod, net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort)), 200*time.Microsecond)
 	if err != nil {
 		t.Fatal(err)
@@ -501,11 +497,7 @@ func TestEndToEndCPUPerContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 	r := startAgent(t, pod, Options{PodCgroup: podDir, CPUInterval: 100 * time.Millisecond})
 
 	rusage, err := fixture.Burn(burner, 500*time.Millisecond)
@@ -599,11 +591,7 @@ func (r *running) cpuSeconds(t *testing.T, id uint64) float64 {
 // the probe afterwards, and a new probe attaches again.
 func TestEndToEndCloseDetaches(t *testing.T) {
 	requireRoot(t)
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 	attached := func() map[string]int {
 		out := map[string]int{}
 		err := pod.Pod.Do(func() error {

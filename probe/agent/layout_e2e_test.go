@@ -286,11 +286,7 @@ func testProxyCPULayout(t *testing.T, self cgroups.Self, layout string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 	app, err := fixture.StartApp(pod.Pod, net.JoinHostPort("127.0.0.1", strconv.Itoa(servicePort)), 200*time.Microsecond)
 	if err != nil {
 		t.Fatal(err)

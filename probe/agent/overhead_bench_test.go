@@ -132,11 +132,7 @@ func BenchmarkProbeOverhead(b *testing.B) {
 // It returns the URL the client calls.
 func benchPod(b *testing.B) (*fixture.Pod, *fixture.Proxy, string) {
 	b.Helper()
-	pod, err := fixture.NewPod()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(b)
 	app, err := fixture.StartApp(pod.Pod, "127.0.0.1:8080", 0)
 	if err != nil {
 		b.Fatal(err)

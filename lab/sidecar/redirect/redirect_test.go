@@ -85,11 +85,7 @@ func TestAllPortsInNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test creates network namespaces and installs nftables rules in them")
 	}
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 
 	// Two listeners that say who they are.
 	for port, name := range map[string]string{"15006": "proxy", "15000": "admin"} {
@@ -194,11 +190,7 @@ func TestOutboundInNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test creates network namespaces and installs nftables rules in them")
 	}
-	pod, err := fixture.NewPod()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pod.Close() })
+	pod := fixture.NewTestPod(t)
 	proxy, err := pod.Pod.Listen("127.0.0.1:15001")
 	if err != nil {
 		t.Fatal(err)

@@ -85,10 +85,11 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 	if sigma == 0 {
 		sigma = 0.5
 	}
-	rng := rand.New(rand.NewPCG(t.Seed, t.Seed^0x9e3779b97f4a7c15))
-	lognormal := func(median time.Duration) time.Duration {
-		return time.Duration(float64(median) * math.Exp(rng.NormFloat64()*sigma))
+	draw := func(r *rand.Rand, median time.Duration) time.Duration {
+		return time.Duration(float64(median) * math.Exp(r.NormFloat64()*sigma))
 	}
+	rng := rand.New(rand.NewPCG(t.Seed, t.Seed^0x9e3779b97f4a7c15))
+	lognormal := func(median time.Duration) time.Duration { return draw(rng, median) }
 	// Outbound calls draw from a generator of their own, so that adding them to a pod leaves
 	// its inbound figures as they were.
 	outRng := rand.New(rand.NewPCG(t.Seed+1, t.Seed^0x5851f42d4c957f2d))
@@ -144,8 +145,8 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 			m := int(outCarry)
 			outCarry -= float64(m)
 			for range m {
-				up := time.Duration(float64(o.Upstream) * math.Exp(outRng.NormFloat64()*sigma))
-				added := time.Duration(float64(o.ProxyAdded) * math.Exp(outRng.NormFloat64()*sigma))
+				up := draw(outRng, o.Upstream)
+				added := draw(outRng, o.ProxyAdded)
 				totals.OutboundCounts.App++
 				totals.OutboundCounts.Edge++
 				totals.OutboundCounts.Paired++
