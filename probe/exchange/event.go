@@ -190,29 +190,49 @@ var (
 // is a copy.
 func Decode(b []byte) (Event, error) {
 	var e Event
+	if err := DecodeInto(&e, b); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// DecodeInto is Decode into e, reusing the array of e.Head for the head:
+// a reader that decodes every record into one Event allocates nothing. On
+// error e holds no event.
+func DecodeInto(e *Event, b []byte) error {
+	*e = Event{Head: e.Head[:0]}
+	if err := decodeFields(e, b); err != nil {
+		*e = Event{Head: e.Head[:0]}
+		return err
+	}
+	return nil
+}
+
+// decodeFields fills the zero e (whose Head has length 0) from b.
+func decodeFields(e *Event, b []byte) error {
 	if len(b) != Size {
-		return e, fmt.Errorf("%w: %d bytes, want %d", ErrSize, len(b), Size)
+		return fmt.Errorf("%w: %d bytes, want %d", ErrSize, len(b), Size)
 	}
 	if v := b[offVersion]; v != Version {
-		return e, fmt.Errorf("%w: %d, want %d", ErrVersion, v, Version)
+		return fmt.Errorf("%w: %d, want %d", ErrVersion, v, Version)
 	}
 	ne := binary.NativeEndian
 
 	e.Leg = Leg(b[offLeg])
 	if e.Leg != LegEdge && e.Leg != LegApp {
-		return Event{}, fmt.Errorf("%w: leg %d", ErrInvalid, b[offLeg])
+		return fmt.Errorf("%w: leg %d", ErrInvalid, b[offLeg])
 	}
 	e.Direction = Direction(b[offDirection])
 	if e.Direction != Inbound && e.Direction != Outbound {
-		return Event{}, fmt.Errorf("%w: direction %d", ErrInvalid, b[offDirection])
+		return fmt.Errorf("%w: direction %d", ErrInvalid, b[offDirection])
 	}
 	headLen := int(b[offHeadLen])
 	if headLen > HeadLen {
-		return Event{}, fmt.Errorf("%w: head length %d", ErrInvalid, headLen)
+		return fmt.Errorf("%w: head length %d", ErrInvalid, headLen)
 	}
 	e.Flags = Flags(ne.Uint32(b[offFlags:]))
 	if e.Flags&^knownFlags != 0 {
-		return Event{}, fmt.Errorf("%w: unknown flags 0x%x", ErrInvalid, uint32(e.Flags&^knownFlags))
+		return fmt.Errorf("%w: unknown flags 0x%x", ErrInvalid, uint32(e.Flags&^knownFlags))
 	}
 
 	client := netip.AddrFrom16([16]byte(b[offClientAddr : offClientAddr+16]))
@@ -220,12 +240,12 @@ func Decode(b []byte) (Event, error) {
 	switch family := b[offFamily]; family {
 	case 4:
 		if !client.Is4In6() || !server.Is4In6() {
-			return Event{}, fmt.Errorf("%w: IPv4 event with non-IPv4 address", ErrInvalid)
+			return fmt.Errorf("%w: IPv4 event with non-IPv4 address", ErrInvalid)
 		}
 		client, server = client.Unmap(), server.Unmap()
 	case 6:
 	default:
-		return Event{}, fmt.Errorf("%w: family %d", ErrInvalid, family)
+		return fmt.Errorf("%w: family %d", ErrInvalid, family)
 	}
 	e.Client = netip.AddrPortFrom(client, ne.Uint16(b[offClientPort:]))
 	e.Server = netip.AddrPortFrom(server, ne.Uint16(b[offServerPort:]))
@@ -236,10 +256,10 @@ func Decode(b []byte) (Event, error) {
 	e.ResponseStart = ne.Uint64(b[offRespStart:])
 	e.ResponseEnd = ne.Uint64(b[offRespEnd:])
 	if e.RequestEnd < e.RequestStart {
-		return Event{}, fmt.Errorf("%w: request ends before it starts", ErrInvalid)
+		return fmt.Errorf("%w: request ends before it starts", ErrInvalid)
 	}
 	if e.ResponseEnd < e.ResponseStart {
-		return Event{}, fmt.Errorf("%w: response ends before it starts", ErrInvalid)
+		return fmt.Errorf("%w: response ends before it starts", ErrInvalid)
 	}
 	e.RequestBytes = ne.Uint64(b[offReqBytes:])
 	e.ResponseBytes = ne.Uint64(b[offRespBytes:])
@@ -247,9 +267,11 @@ func Decode(b []byte) (Event, error) {
 	e.Requests = ne.Uint16(b[offRequests:])
 	e.Responses = ne.Uint16(b[offResponses:])
 	if headLen > 0 {
-		e.Head = append([]byte(nil), b[offHead:offHead+headLen]...)
+		// Decode's e.Head is nil: a copy. DecodeInto's keeps its array
+		// even for an empty head, for the next record.
+		e.Head = append(e.Head, b[offHead:offHead+headLen]...)
 	}
-	return e, nil
+	return nil
 }
 
 // Encode is the inverse of Decode, for tests and replay tools that need

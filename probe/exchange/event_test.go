@@ -156,13 +156,33 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add(Encode(&v6))
 	f.Add([]byte{})
 	f.Add(make([]byte, Size))
+	// One event reused across records, as exchange.Reader does, with the
+	// head of an earlier record still in its array.
+	reused := good
+	reused.Head = append(make([]byte, 0, HeadLen), bytes.Repeat([]byte{'x'}, HeadLen)...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := Decode(b)
+		errInto := DecodeInto(&reused, b)
+		if (err == nil) != (errInto == nil) {
+			t.Fatalf("Decode: %v, DecodeInto: %v", err, errInto)
+		}
+		if len(ev.Head) == 0 && len(reused.Head) == 0 {
+			ev.Head = reused.Head // nil from Decode, the kept array from DecodeInto
+		}
+		if err == nil && !reflect.DeepEqual(reused, ev) {
+			t.Fatalf("DecodeInto over an earlier event differs from Decode:\n%+v\n%+v", reused, ev)
+		}
+		if err != nil && !reflect.DeepEqual(reused, Event{Head: reused.Head[:0]}) {
+			t.Fatalf("DecodeInto left fields of a record it rejected: %+v", reused)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrSize) && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrInvalid) {
 				t.Fatalf("unclassified error: %v", err)
 			}
 			return
+		}
+		if len(ev.Head) == 0 {
+			ev.Head = nil
 		}
 		if len(b) != Size || len(ev.Head) > HeadLen {
 			t.Fatalf("accepted malformed record: len %d head %d", len(b), len(ev.Head))

@@ -12,6 +12,7 @@ import (
 type Reader struct {
 	rd  *ringbuf.Reader
 	rec ringbuf.Record
+	ev  Event // decoded into, so that its Head's array is reused
 }
 
 // NewReader wraps an open ring buffer reader. Closing the ring buffer
@@ -27,14 +28,15 @@ func (r *Reader) SetDeadline(t time.Time) {
 
 // Read blocks for the next record and decodes it. A record that does not
 // decode is returned as an error wrapping ErrSize, ErrVersion or ErrInvalid,
-// so the caller can count it and go on.
+// so the caller can count it and go on. The event's Head is valid until
+// the next Read, which reuses its array: a caller that keeps the head
+// copies it.
 func (r *Reader) Read() (Event, error) {
 	if err := r.rd.ReadInto(&r.rec); err != nil {
 		return Event{}, err
 	}
-	e, err := Decode(r.rec.RawSample)
-	if err != nil {
+	if err := DecodeInto(&r.ev, r.rec.RawSample); err != nil {
 		return Event{}, fmt.Errorf("decode ring buffer record: %w", err)
 	}
-	return e, nil
+	return r.ev, nil
 }

@@ -35,7 +35,9 @@
 package pairing
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -89,7 +91,10 @@ func (m Method) String() string {
 	return "unknown"
 }
 
-// Result is one edge exchange with its app partner.
+// Result is one edge exchange with its app partner. Results, and the events
+// they hold, are valid until the Pairer's next Resolve or Drain, which
+// reuses their memory; the events' Head is nil (the Pairer keeps only the
+// request ID it read from it).
 type Result struct {
 	Edge exchange.Event
 	// App is the partner; nil for NoProxy.
@@ -153,6 +158,76 @@ type Pairer struct {
 	apps      []*node // inner exchanges
 	counts    Counts
 	proxySeen bool
+
+	// At thousands of requests per second the garbage of fresh nodes and
+	// buffers for every exchange and resolve was a third of the probe's
+	// CPU. Decided nodes are reused by later Adds, but only from the
+	// resolve after the one that decided them: its Results point into
+	// them until then.
+	free     []*node
+	released []*node
+	scratch  scratch
+}
+
+// scratch holds resolve's working arrays between calls.
+type scratch struct {
+	parent            []int
+	end               []uint64
+	slot              []int32
+	links             linkTable
+	groups            []group
+	doneEdge, doneApp []bool
+	results           []Result
+}
+
+// retain bounds what the Pairer keeps for reuse, in nodes or array
+// elements: a burst (an early Drain of everything pending) should not pin
+// its memory for the rest of the probe's life.
+const retain = 1 << 14
+
+// trim drops arrays that a burst grew beyond retain.
+func (s *scratch) trim() {
+	if cap(s.parent) > retain {
+		*s = scratch{}
+	}
+	if cap(s.results) > retain {
+		s.results = nil
+	}
+}
+
+// sized returns s with length n and zero elements, reusing its array when
+// it is large enough.
+func sized[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
+// newNode takes a node from the free list, or makes one.
+func (p *Pairer) newNode() *node {
+	if k := len(p.free); k > 0 {
+		n := p.free[k-1]
+		p.free[k-1] = nil
+		p.free = p.free[:k-1]
+		return n
+	}
+	return &node{}
+}
+
+// recycle makes the nodes decided by the previous resolve available to
+// Add: its Results are no longer valid.
+func (p *Pairer) recycle() {
+	for i, n := range p.released {
+		if len(p.free) < retain {
+			*n = node{cands: n.cands[:0]}
+			p.free = append(p.free, n)
+		}
+		p.released[i] = nil
+	}
+	p.released = p.released[:0]
 }
 
 // New returns a Pairer.
@@ -210,7 +285,11 @@ func (p *Pairer) Add(ev exchange.Event) {
 		p.counts.TLSHandshake++
 		return
 	}
-	n := &node{ev: ev, edge: isEdge}
+	n := p.newNode()
+	n.ev, n.edge = ev, isEdge
+	// The head may be the reader's buffer, reused by its next Read: only
+	// the request ID read from it is kept.
+	n.ev.Head = nil
 	if id, ok := exchange.RequestID(ev.Head); ok {
 		n.id = id
 	}
@@ -297,6 +376,11 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// the prefix whose members all ended by the cutoff is a whole group.
 	// At a high request rate most pending exchanges are still within the
 	// horizon: scanning only the prefix does a fraction of the work.
+	// The previous Results are no longer valid: their nodes and arrays
+	// can be reused.
+	p.recycle()
+	p.scratch.trim()
+	s := &p.scratch
 	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].ev.RequestStart > cutoff })
 	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].ev.RequestStart > cutoff })
 	if ne+na == 0 {
@@ -304,7 +388,8 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	}
 	edges, apps := p.edges[:ne], p.apps[:na]
 	// Union-find over edges [0,ne) and apps [ne,ne+na).
-	parent := make([]int, ne+na)
+	parent := sized(s.parent, ne+na)
+	s.parent = parent
 	for i := range parent {
 		parent[i] = i
 	}
@@ -325,7 +410,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		longest = max(longest, e.ev.ResponseEnd-e.ev.RequestStart)
 	}
 	// app -> edges, flat: one allocation for all (most apps have one).
-	links := linkTable{start: make([]int, na+1), flat: make([]int, 0, na)}
+	links := linkTable{start: sized(s.links.start, na+1), flat: s.links.flat[:0]}
 	for ai, a := range apps {
 		links.start[ai] = len(links.flat)
 		last := sort.Search(ne, func(k int) bool {
@@ -348,10 +433,12 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 	}
 	links.start[na] = len(links.flat)
+	s.links = links
 
 	// Each group's latest end, by root. Only groups past the cutoff are
 	// decided, so only their members are gathered.
-	end := make([]uint64, ne+na)
+	end := sized(s.end, ne+na)
+	s.end = end
 	for ei, e := range edges {
 		r := find(ei)
 		end[r] = max(end[r], e.ev.ResponseEnd)
@@ -360,13 +447,24 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		r := find(ne + ai)
 		end[r] = max(end[r], a.ev.ResponseEnd)
 	}
-	slot := make([]int32, ne+na) // root -> 1 + index in groups
+	slot := sized(s.slot, ne+na) // root -> 1 + index in groups
+	s.slot = slot
 	// Most groups are one request (an edge and its app): sized for that,
-	// the appends below rarely grow.
-	groups := make([]group, 0, ne)
+	// the appends below rarely grow. A group reused from the last resolve
+	// keeps its member arrays.
+	if cap(s.groups) < ne {
+		s.groups = make([]group, 0, ne)
+	}
+	groups := s.groups[:0]
 	get := func(root int) *group {
 		if slot[root] == 0 {
-			groups = append(groups, group{end: end[root]})
+			if len(groups) < cap(groups) {
+				groups = groups[:len(groups)+1]
+				g := &groups[len(groups)-1]
+				g.edges, g.apps, g.end = g.edges[:0], g.apps[:0], end[root]
+			} else {
+				groups = append(groups, group{end: end[root]})
+			}
 			slot[root] = int32(len(groups))
 		}
 		return &groups[slot[root]-1]
@@ -386,9 +484,12 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 
 	// At most one result per edge: sized once, rather than grown (and
 	// copied, at a few hundred bytes a result) append by append.
-	results := make([]Result, 0, ne)
-	doneEdge := make([]bool, ne)
-	doneApp := make([]bool, na)
+	if cap(s.results) < ne {
+		s.results = make([]Result, 0, ne)
+	}
+	results := s.results[:0]
+	doneEdge, doneApp := sized(s.doneEdge, ne), sized(s.doneApp, na)
+	s.doneEdge, s.doneApp = doneEdge, doneApp
 	for i := range groups {
 		g := &groups[i]
 		results = p.solve(results, g, &links)
@@ -399,11 +500,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 			doneApp[ai] = true
 		}
 	}
-	p.edges = keep(p.edges, doneEdge)
-	p.apps = keep(p.apps, doneApp)
-	sort.Slice(results, func(i, j int) bool {
-		return results[i].Edge.RequestStart < results[j].Edge.RequestStart
+	s.groups = groups
+	p.edges = p.keep(p.edges, doneEdge)
+	p.apps = p.keep(p.apps, doneApp)
+	slices.SortFunc(results, func(a, b Result) int {
+		return cmp.Compare(a.Edge.RequestStart, b.Edge.RequestStart)
 	})
+	s.results = results
 	return results
 }
 
@@ -412,13 +515,15 @@ type group struct {
 	end         uint64
 }
 
-// keep removes the decided exchanges; done covers a prefix of nodes, the
-// rest stay.
-func keep(nodes []*node, done []bool) []*node {
+// keep removes the decided exchanges, which are released for reuse after
+// the next resolve; done covers a prefix of nodes, the rest stay.
+func (p *Pairer) keep(nodes []*node, done []bool) []*node {
 	out := nodes[:0]
 	for i, n := range nodes {
 		if i >= len(done) || !done[i] {
 			out = append(out, n)
+		} else {
+			p.released = append(p.released, n)
 		}
 	}
 	for i := len(out); i < len(nodes); i++ {
@@ -452,7 +557,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 		if m == ByRequestID {
 			p.counts.PairedByRequestID++
 		}
-		return append(results, p.paired(e.ev, a.ev, m))
+		return append(results, p.paired(e, a, m))
 	}
 	edges := make([]*node, len(g.edges))
 	for i, ei := range g.edges {
@@ -495,7 +600,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 
 	pair := func(i, j int, m Method) {
 		edges[i].used, apps[j].used = true, true
-		results = append(results, p.paired(edges[i].ev, apps[j].ev, m))
+		results = append(results, p.paired(edges[i], apps[j], m))
 		p.counts.Paired++
 		if m == ByRequestID {
 			p.counts.PairedByRequestID++
@@ -799,15 +904,17 @@ func maxMatching(adj [][]int, nApps int) (int, []int) {
 
 // paired makes the Result of an outer exchange and the inner one the proxy
 // caused: the time between their starts and between their ends is the
-// proxy's.
-func (p *Pairer) paired(outer, inner exchange.Event, m Method) Result {
+// proxy's. App points into the node, which stays unused until the next
+// resolve.
+func (p *Pairer) paired(outerNode, innerNode *node, m Method) Result {
+	outer, inner := &outerNode.ev, &innerNode.ev
 	edge, app := outer, inner
 	if p.outbound {
 		edge, app = inner, outer
 	}
 	r := Result{
-		Edge:         edge,
-		App:          &app,
+		Edge:         *edge,
+		App:          app,
 		Method:       m,
 		EdgeDuration: edge.Duration(),
 		AppDuration:  app.Duration(),
