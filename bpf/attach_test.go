@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,7 @@ func drainEvents(t *testing.T, rd *ringbuf.Reader, quiet time.Duration) []exchan
 		if err != nil {
 			t.Fatal(err)
 		}
+		ev.Head = bytes.Clone(ev.Head) // the reader reuses its array
 		out = append(out, ev)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -61,13 +62,14 @@ type CPUProbe struct {
 }
 
 // LoadCPUProbe loads the sched_switch program and maps without attaching
-// them. Needs CAP_BPF.
-func LoadCPUProbe() (*CPUProbe, error) {
+// them. Needs CAP_BPF. kernelTypes shares the kernel's decoded BTF with
+// other loads (see ExchangeOptions.KernelTypes); nil decodes it anew.
+func LoadCPUProbe(kernelTypes *btf.Cache) (*CPUProbe, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
 	p := &CPUProbe{}
-	if err := LoadCpuObjects(&p.objs, nil); err != nil {
+	if err := LoadCpuObjects(&p.objs, &ebpf.CollectionOptions{Cache: kernelTypes}); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load cpu program: verifier: %+v", verr)

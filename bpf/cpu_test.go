@@ -292,7 +292,7 @@ func cgroupUsage(dir string) (time.Duration, error) {
 // attachedCPUProbe loads the CPU probe, gives it filter and attaches it; the test closes it.
 func attachedCPUProbe(t *testing.T, filter CPUFilter) *CPUProbe {
 	t.Helper()
-	p, err := LoadCPUProbe()
+	p, err := LoadCPUProbe(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
@@ -44,6 +45,10 @@ type ExchangeOptions struct {
 	// the connections whose SYN leaves eth0. Without it the programs are
 	// loaded with those paths pruned by the verifier.
 	Outbound bool
+	// KernelTypes shares the kernel's decoded BTF (for CO-RE relocations)
+	// with other loads, see LoadCPUProbe: decoding it costs tens of
+	// milliseconds of CPU and several MiB of heap. Nil decodes it anew.
+	KernelTypes *btf.Cache
 }
 
 // ExchangeProbe owns the loaded exchange programs and maps and the TC
@@ -81,7 +86,7 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 		}
 	}
 	p := &ExchangeProbe{}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Cache: opts.KernelTypes}); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load exchange programs: verifier: %+v", verr)
@@ -174,8 +179,10 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 // struct exchange_event; probe/exchange decodes it.
 //
 // Records do not wake a blocked reader until the ring is a quarter full:
-// read with a deadline (SetDeadline) and drain what arrived at each one.
-// That saves a context switch per exchange on the request path.
+// drain the ring on a timer, with a deadline already passed (SetDeadline)
+// so that reading never blocks. That saves a context switch per exchange
+// on the request path; probe/agent says why its loop never blocks in the
+// reader.
 func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
 	rd, err := ringbuf.NewReader(p.objs.Events)
 	if err != nil {

@@ -166,7 +166,7 @@ func TestDiscoverAncestry(t *testing.T) {
 	}
 	defer cg.Close()
 
-	p, err := LoadCPUProbe()
+	p, err := LoadCPUProbe(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestDiscoverAncestrySelf(t *testing.T) {
 	if _, err := os.Stat(want[len(want)-1]); err != nil {
 		t.Skipf("own cgroup not visible under %s (cgroup namespace?): %v", root, err)
 	}
-	p, err := LoadCPUProbe()
+	p, err := LoadCPUProbe(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,49 +161,50 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 	struct cpu_slice *slice;
 	struct cpu_key key;
 	__u64 start, runtime, delta, *total;
+	int first;
 
 	count(CPU_STAT_SWITCHES);
 	slice = bpf_map_lookup_elem(&cpu_slice, &zero);
-	if (!slice)
+	cfg = bpf_map_lookup_elem(&cpu_filter, &zero);
+	if (!slice || !cfg)
 		return 0;
-	/* The first switch seen on a CPU ends a slice that started before
-	 * the probe: its start is unknown. */
-	if (slice->task != (__u64)prev) {
-		slice->task = (__u64)next;
-		slice->runtime_ns = BPF_CORE_READ(next, se.sum_exec_runtime);
-		return 0;
-	}
+	/* Every switch starts next's slice: remember its runtime so far. The
+	 * first switch seen on a CPU ends a slice that started before the
+	 * probe: its start is unknown. */
+	first = slice->task != (__u64)prev;
 	start = slice->runtime_ns;
-	runtime = BPF_CORE_READ(prev, se.sum_exec_runtime);
 	slice->task = (__u64)next;
 	slice->runtime_ns = BPF_CORE_READ(next, se.sum_exec_runtime);
-	/* Only the idle task's runtime stays still; none shrinks. */
-	delta = runtime > start ? runtime - start : 0;
+	if (first)
+		return 0;
 
-	if ((void *)prev != (void *)bpf_get_current_task()) {
-		count(CPU_STAT_PREV_MISMATCH);
-		return 0;
-	}
-	/* CO-RE read (bpf_probe_read_kernel underneath): pid 0 is the idle
-	 * task, whose "on-CPU" time is idle time. */
-	if (BPF_CORE_READ(prev, pid) == 0) {
-		count(CPU_STAT_IDLE);
-		return 0;
-	}
-
-	cfg = bpf_map_lookup_elem(&cpu_filter, &zero);
-	if (!cfg)
-		return 0;
 	if (cfg->discover_tgid != 0) {
 		if (is_discovered_process(cfg))
 			record_ancestry();
 		return 0;
 	}
+	/* Most switches on a node are of other pods' tasks: this program runs
+	 * once per probe on every switch of the node, so it lets them go after
+	 * one helper call, before reading prev. The idle task (root cgroup) is
+	 * among them. */
 	if (cfg->ancestor_cgroup_id != 0 &&
 	    bpf_get_current_ancestor_cgroup_id(cfg->ancestor_level) != cfg->ancestor_cgroup_id) {
 		count(CPU_STAT_FILTERED);
 		return 0;
 	}
+	if ((void *)prev != (void *)bpf_get_current_task()) {
+		count(CPU_STAT_PREV_MISMATCH);
+		return 0;
+	}
+	/* CO-RE read (bpf_probe_read_kernel underneath): pid 0 is the idle
+	 * task, whose "on-CPU" time is idle time (with no filter). */
+	if (BPF_CORE_READ(prev, pid) == 0) {
+		count(CPU_STAT_IDLE);
+		return 0;
+	}
+	runtime = BPF_CORE_READ(prev, se.sum_exec_runtime);
+	/* Only the idle task's runtime stays still; none shrinks. */
+	delta = runtime > start ? runtime - start : 0;
 
 	if (delta == 0)
 		return 0;

@@ -30,6 +30,7 @@ var (
 	overheadDuration = flag.Duration("overhead.duration", 5*time.Second, "length of each fixed-rate run")
 	overheadQPS      = flag.Float64("overhead.qps", 2000, "fixed request rate")
 	overheadConns    = flag.Int("overhead.conns", 8, "fortio connections")
+	overheadWarmup   = flag.Duration("overhead.warmup", 2*time.Second, "fixed-rate load before each measured run, not measured (both arms): the probe's first seconds (its start-up heap, the first flow-table and CPU scans) are not its steady state")
 	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
 	overheadProfile  = flag.String("overhead.cpu-profile", "", "write the probe's Go CPU profile to this file (each repetition overwrites it: the last one stays)")
 	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
@@ -70,6 +71,13 @@ func BenchmarkProbeOverhead(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				var warm fixture.LoadResult
+				if *overheadWarmup > 0 {
+					if warm, err = fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: *overheadQPS,
+						Duration: *overheadWarmup, Connections: *overheadConns}); err != nil {
+						b.Fatal(err)
+					}
+				}
 				before := p.sample()
 				if p != nil && *overheadFrozen {
 					_ = p.cmd.Process.Signal(syscall.SIGSTOP)
@@ -86,6 +94,9 @@ func BenchmarkProbeOverhead(b *testing.B) {
 				var maxQPS float64
 				var atMax probeCost
 				sent := res.Requests + int64(*overheadConns) // fortio warms each connection up
+				if *overheadWarmup > 0 {
+					sent += warm.Requests + int64(*overheadConns)
+				}
 				if *overheadMaxRun > 0 {
 					before := p.sample()
 					mres, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: -1,

@@ -1,0 +1,40 @@
+package agent
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// The loop sleeps until records at the last drain's rate would fill an
+// eighth of the ring, never less than minDrainInterval, and as long as it
+// likes when nothing arrived.
+func TestDrainPace(t *testing.T) {
+	const ring = 1 << 20
+	fill := func(recordsPerSecond float64) time.Duration {
+		return time.Duration(float64(ring/8) / (recordsPerSecond * recordBytes) * float64(time.Second))
+	}
+	for _, c := range []struct {
+		name  string
+		read  int
+		since time.Duration
+		want  time.Duration
+	}{
+		{"nothing read", 0, 100 * time.Millisecond, math.MaxInt64},
+		{"first drain", 10, 0, math.MaxInt64},
+		// 2000 requests/s, two records each: 4000 x 176 B/s fill 128 KiB
+		// in ~186 ms, longer than the scan interval.
+		{"2000 rps", 400, 100 * time.Millisecond, fill(4000)},
+		// 10k requests/s: ~37 ms.
+		{"10k rps", 2000, 100 * time.Millisecond, fill(20000)},
+		{"a flood", 5000, time.Millisecond, minDrainInterval},
+	} {
+		got := drainPace(c.read, c.since, ring)
+		if d := got - c.want; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("%s: drainPace(%d, %v) = %v, want %v", c.name, c.read, c.since, got, c.want)
+		}
+	}
+	if got := drainPace(2000, 100*time.Millisecond, ring); got < 30*time.Millisecond || got > 45*time.Millisecond {
+		t.Errorf("10k rps: %v, want about 37ms", got)
+	}
+}
