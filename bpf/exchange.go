@@ -54,7 +54,14 @@ type ExchangeOptions struct {
 // ExchangeProbe owns the loaded exchange programs and maps and the TC
 // attachments made with them.
 type ExchangeProbe struct {
-	objs        ExchangeObjects
+	objs exchangeObjects
+	// roles is the memory map of the programs' .bss and rolesAt the offset
+	// of roles_by_port in it: a port's roles are one byte, read by every
+	// packet without a map lookup, written here without a system call and
+	// without touching the bytes of other ports (the programs learn ports
+	// concurrently).
+	roles   *ebpf.Memory
+	rolesAt int64
 	attachments []*TCAttachment
 }
 
@@ -93,12 +100,31 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 		}
 		return nil, fmt.Errorf("load exchange programs (needs CAP_BPF): %w", err)
 	}
+	if p.roles, err = p.objs.BSS.Memory(); err != nil {
+		_ = p.objs.close()
+		return nil, fmt.Errorf("map the programs' port roles (a memory-mappable .bss needs Linux 5.5): %w", err)
+	}
+	p.rolesAt = int64(spec.Variables[ExchangeVarRolesByPort].Offset)
 	return p, nil
+}
+
+// exchangeObjects adds the programs' .bss map to the generated objects, for
+// its memory map (see ExchangeProbe.roles).
+type exchangeObjects struct {
+	ExchangeObjects
+	BSS *ebpf.Map `ebpf:".bss"`
+}
+
+func (o *exchangeObjects) close() error {
+	return errors.Join(o.ExchangeObjects.Close(), o.BSS.Close())
 }
 
 // SetPort sets the roles of a port of interest (host order).
 func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
-	if err := p.objs.Ports.Put(port, uint32(roles)); err != nil {
+	if roles > 0xff {
+		return fmt.Errorf("set port %d: roles 0x%x do not fit the programs' byte per port", port, uint32(roles))
+	}
+	if _, err := p.roles.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
 		return fmt.Errorf("set port %d: %w", port, err)
 	}
 	return nil
@@ -107,7 +133,7 @@ func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
 // RemovePort forgets a port of interest. Connections already tracked keep
 // being tracked until they end or are evicted.
 func (p *ExchangeProbe) RemovePort(port uint16) error {
-	if err := p.objs.Ports.Delete(port); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if _, err := p.roles.WriteAt([]byte{0}, p.rolesAt+int64(port)); err != nil {
 		return fmt.Errorf("remove port %d: %w", port, err)
 	}
 	return nil
@@ -115,15 +141,15 @@ func (p *ExchangeProbe) RemovePort(port uint16) error {
 
 // Ports returns every port of interest, including learnt ones.
 func (p *ExchangeProbe) Ports() (map[uint16]PortRole, error) {
-	out := map[uint16]PortRole{}
-	var port uint16
-	var roles uint32
-	it := p.objs.Ports.Iterate()
-	for it.Next(&port, &roles) {
-		out[port] = PortRole(roles)
-	}
-	if err := it.Err(); err != nil {
+	var all [1 << 16]uint8
+	if _, err := p.roles.ReadAt(all[:], p.rolesAt); err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
+	}
+	out := map[uint16]PortRole{}
+	for port, roles := range all {
+		if roles != 0 {
+			out[uint16(port)] = PortRole(roles)
+		}
 	}
 	return out, nil
 }
@@ -178,9 +204,8 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 // NewEventReader opens the events ring buffer. Each record is one
 // struct exchange_event; probe/exchange decodes it.
 //
-// Records do not wake a blocked reader until the ring is a quarter full:
-// drain the ring on a timer, with a deadline already passed (SetDeadline)
-// so that reading never blocks. That saves a context switch per exchange
+// Records never wake a blocked reader: drain the ring on a timer, with a
+// deadline already passed (SetDeadline) so that reading never blocks. That saves a context switch per exchange
 // on the request path; probe/agent says why its loop never blocks in the
 // reader.
 func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
@@ -307,7 +332,7 @@ func (p *ExchangeProbe) Close() error {
 		errs = append(errs, a.Close())
 	}
 	p.attachments = nil
-	errs = append(errs, p.objs.Close())
+	errs = append(errs, p.objs.close())
 	return errors.Join(errs...)
 }
 

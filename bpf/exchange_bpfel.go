@@ -150,13 +150,13 @@ const (
 	ExchangeMapEdgeCgroups      = "edge_cgroups"
 	ExchangeMapEvents           = "events"
 	ExchangeMapFlows            = "flows"
-	ExchangeMapPorts            = "ports"
 	ExchangeMapProxySources     = "proxy_sources"
 	ExchangeMapStats            = "stats"
 	ExchangeProgAppIngress      = "app_ingress"
 	ExchangeProgEdgeEgress      = "edge_egress"
 	ExchangeProgEdgeIngress     = "edge_ingress"
 	ExchangeProgFlushIdle       = "flush_idle"
+	ExchangeVarRolesByPort      = "roles_by_port"
 	ExchangeVarTrackOutbound    = "track_outbound"
 	ExchangeVarUnusedBtfAnchors = "unused_btf_anchors"
 )
@@ -216,7 +216,6 @@ type ExchangeMapSpecs struct {
 	EdgeCgroups  *ebpf.MapSpec `ebpf:"edge_cgroups"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	Ports        *ebpf.MapSpec `ebpf:"ports"`
 	ProxySources *ebpf.MapSpec `ebpf:"proxy_sources"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -225,6 +224,7 @@ type ExchangeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExchangeVariableSpecs struct {
+	RolesByPort      *ebpf.VariableSpec `ebpf:"roles_by_port"`
 	TrackOutbound    *ebpf.VariableSpec `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.VariableSpec `ebpf:"unused_btf_anchors"`
 }
@@ -252,7 +252,6 @@ type ExchangeMaps struct {
 	EdgeCgroups  *ebpf.Map `ebpf:"edge_cgroups"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Flows        *ebpf.Map `ebpf:"flows"`
-	Ports        *ebpf.Map `ebpf:"ports"`
 	ProxySources *ebpf.Map `ebpf:"proxy_sources"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
@@ -262,7 +261,6 @@ func (m *ExchangeMaps) Close() error {
 		m.EdgeCgroups,
 		m.Events,
 		m.Flows,
-		m.Ports,
 		m.ProxySources,
 		m.Stats,
 	)
@@ -272,6 +270,7 @@ func (m *ExchangeMaps) Close() error {
 //
 // It can be passed to LoadExchangeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExchangeVariables struct {
+	RolesByPort      *ebpf.Variable `ebpf:"roles_by_port"`
 	TrackOutbound    *ebpf.Variable `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.Variable `ebpf:"unused_btf_anchors"`
 }

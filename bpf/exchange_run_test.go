@@ -18,7 +18,7 @@ import (
 // These tests run the TC programs with BPF_PROG_TEST_RUN on crafted frames
 // (no interface, no attach) and check the ring-buffer events and map state.
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loading BPF programs needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
@@ -26,7 +26,7 @@ func requireRoot(t *testing.T) {
 }
 
 type runHarness struct {
-	t  *testing.T
+	t  testing.TB
 	p  *ExchangeProbe
 	rd *ringbuf.Reader
 }
@@ -37,7 +37,7 @@ func newRunHarness(t *testing.T, ports map[uint16]PortRole) *runHarness {
 }
 
 // newRunHarnessWith loads the programs with opts (small maps unless set).
-func newRunHarnessWith(t *testing.T, opts ExchangeOptions, ports map[uint16]PortRole) *runHarness {
+func newRunHarnessWith(t testing.TB, opts ExchangeOptions, ports map[uint16]PortRole) *runHarness {
 	t.Helper()
 	requireRoot(t)
 	if opts.MaxFlows == 0 {

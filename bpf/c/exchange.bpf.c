@@ -143,14 +143,12 @@ struct {
 	__type(value, struct flow);
 } flows SEC(".maps");
 
-/* Ports of interest (host order) -> enum port_role bits. Written by the Go
- * loader from the pod's container ports; the app program adds learnt ports. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_PORTS);
-	__type(key, __u16);
-	__type(value, __u32);
-} ports SEC(".maps");
+/* Ports of interest (host order) -> enum port_role bits, one byte per port.
+ * Written by the Go loader from the pod's container ports (through the
+ * memory-mapped .bss); the app program adds learnt ports. A global array,
+ * not a hash map: every packet looks up one or two ports, and here that is
+ * a load, where a hash map took a helper call that hashes the key. */
+__u8 roles_by_port[1 << 16];
 
 /* Source addresses the sidecar uses for its connections to the application
  * (IPv6 or IPv4-mapped, e.g. Istio's 127.0.0.6). A SYN on lo from one of them
@@ -163,7 +161,7 @@ struct {
 } proxy_sources SEC(".maps");
 
 /* Finished exchanges, read by probe/pairing. Records do not wake the reader
- * (see submit_flags): it polls with a deadline. */
+ * (see submit_flags): it drains the ring on a timer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -386,9 +384,7 @@ not_tcp:
 
 static __always_inline __u32 port_roles(__u16 port)
 {
-	__u32 *roles = bpf_map_lookup_elem(&ports, &port);
-
-	return roles ? *roles : 0;
+	return roles_by_port[port];
 }
 
 /* First four payload bytes as they appear on the wire, 0 if fewer than 8
@@ -504,17 +500,13 @@ static __always_inline void fill_event(struct exchange_event *e, const struct fl
 	__builtin_memcpy(e->head, f->head, sizeof(e->head));
 }
 
-/* submit_flags decides whether submitting a record wakes the reader. The
- * reader drains the ring on its own timer (every scan interval), so a wakeup
- * per record would only cost a context switch per exchange, taken in the
- * softirq of a request's packet. It is woken early only when the ring is a
- * quarter full, so a burst cannot overflow it between two timer reads. */
+/* submit_flags: records never wake the reader. It drains the ring on its
+ * own timer, paced by the traffic (probe/agent), and never blocks in the
+ * ring's epoll, so a wakeup would only cost a context switch per exchange,
+ * taken in the softirq of a request's packet. (Waking it when the ring was
+ * a quarter full cost two bpf_ringbuf_query calls per record.) */
 static __always_inline __u64 submit_flags(void)
 {
-	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
-
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= size / 4)
-		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
 
@@ -929,11 +921,12 @@ int app_ingress(struct __sk_buff *skb)
 		   bpf_map_lookup_elem(&proxy_sources, seg.saddr)) {
 		/* Learn the application's port from the proxy's connection
 		 * attempt, so an unconfigured port is still measured. */
-		__u32 roles = PORT_ROLE_APP | PORT_ROLE_LEARNT;
 		__u16 port = seg.dport;
 
-		if (bpf_map_update_elem(&ports, &port, &roles, BPF_NOEXIST) == 0)
+		if (roles_by_port[port] == 0) {
+			roles_by_port[port] = PORT_ROLE_APP | PORT_ROLE_LEARNT;
 			count(STAT_PORTS_LEARNT);
+		}
 		from_client = 1;
 	} else if (track_outbound && port_roles(seg.dport) & PORT_ROLE_OUTBOUND) {
 		/* The application calls out; iptables has redirected the
