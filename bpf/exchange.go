@@ -60,8 +60,8 @@ type ExchangeProbe struct {
 	// packet without a map lookup, written here without a system call and
 	// without touching the bytes of other ports (the programs learn ports
 	// concurrently).
-	roles   *ebpf.Memory
-	rolesAt int64
+	roles       *ebpf.Memory
+	rolesAt     int64
 	attachments []*TCAttachment
 }
 

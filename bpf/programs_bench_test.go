@@ -77,4 +77,3 @@ func BenchmarkProgramsPerRequest(b *testing.B) {
 	}
 	b.ReportMetric(float64(sum)/float64(len(perRequest)), "bpf-ns/request-mean")
 }
-
