@@ -167,6 +167,7 @@ type Pairer struct {
 	free     []*node
 	released []*node
 	scratch  scratch
+	match    matcher
 }
 
 // scratch holds resolve's working arrays between calls.
@@ -490,6 +491,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	results := s.results[:0]
 	doneEdge, doneApp := sized(s.doneEdge, ne), sized(s.doneApp, na)
 	s.doneEdge, s.doneApp = doneEdge, doneApp
+	p.match.local = sized(p.match.local, ne)
 	for i := range groups {
 		g := &groups[i]
 		results = p.solve(results, g, &links)
@@ -559,27 +561,29 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 		}
 		return append(results, p.paired(e, a, m))
 	}
-	edges := make([]*node, len(g.edges))
+	// The group's nodes, numbered from 0 on each side; their candidate
+	// lists and the arrays below keep their memory from group to group.
+	mt := &p.match
+	defer mt.release()
+	edges := mt.edges[:0]
 	for i, ei := range g.edges {
-		edges[i] = p.edges[ei]
-		edges[i].cands = nil
-		edges[i].used = false
+		n := p.edges[ei]
+		n.cands, n.used = n.cands[:0], false
+		edges = append(edges, n)
+		mt.local[ei] = i
 	}
-	local := make(map[int]int, len(g.edges))
-	for i, ei := range g.edges {
-		local[ei] = i
-	}
-	apps := make([]*node, len(g.apps))
+	apps := mt.apps[:0]
 	for j, ai := range g.apps {
-		apps[j] = p.apps[ai]
-		apps[j].used = false
-		apps[j].cands = apps[j].cands[:0]
+		n := p.apps[ai]
+		n.cands, n.used = n.cands[:0], false
 		for _, ei := range links.of(ai) {
-			i := local[ei]
-			apps[j].cands = append(apps[j].cands, i)
+			i := mt.local[ei]
+			n.cands = append(n.cands, i)
 			edges[i].cands = append(edges[i].cands, j)
 		}
+		apps = append(apps, n)
 	}
+	mt.edges, mt.apps = edges, apps
 
 	if !p.proxySeen {
 		// No proxy: the eth0 exchanges are the requests themselves
@@ -637,7 +641,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	// 2. Forced pairs: in every maximum matching of the containment
 	// graph; then the same on the stricter causal graph for what is left.
 	for _, strict := range []bool{false, true} {
-		for _, f := range forcedPairs(edges, apps, strict) {
+		for _, f := range mt.forcedPairs(edges, apps, strict) {
 			pair(f[0], f[1], ByContainment)
 		}
 	}
@@ -674,7 +678,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	// total proxy time: the sum of the outer durations minus the sum of
 	// the inner ones. That keeps the mean exact under heavy concurrency.
 	if ambEdges > 0 && ambEdges == ambApps {
-		if size, _ := maxMatching(candidateLinks(edges, apps, false), len(apps)); size == ambEdges {
+		if size, _ := mt.maxMatching(mt.candidateLinks(edges, apps, false), len(apps)); size == ambEdges {
 			p.counts.AmbiguousSettled += uint64(size)
 			p.counts.AmbiguousProxyAdded += edgeSum - appSum
 		}
@@ -717,189 +721,6 @@ func hasFree(cands []int, other []*node) bool {
 		}
 	}
 	return false
-}
-
-// forcedPairs returns the (edge, app) pairs among unused nodes that belong to
-// every maximum matching of the candidate graph (the containment graph, or
-// with strict the causal one). Take one maximum matching M and orient the
-// graph: edge -> app along links outside M, app -> edge along M. A link of M
-// can be swapped for another maximum matching exactly when it lies on an
-// alternating cycle (both ends in one strongly connected component) or on an
-// even alternating path from an unmatched node (its app reachable from an
-// unmatched edge, or its edge reaching back from an unmatched app). The
-// links of M that do neither are forced.
-func forcedPairs(edges, apps []*node, strict bool) [][2]int {
-	adj := candidateLinks(edges, apps, strict)
-	_, appMate := maxMatching(adj, len(apps))
-	ne := len(edges)
-	edgeMate := make([]int, ne)
-	for i := range edgeMate {
-		edgeMate[i] = -1
-	}
-	for j, i := range appMate {
-		if i >= 0 {
-			edgeMate[i] = j
-		}
-	}
-	// Directed graph on ne+len(apps) vertices, and its reverse.
-	out := make([][]int, ne+len(apps))
-	in := make([][]int, ne+len(apps))
-	arc := func(from, to int) {
-		out[from] = append(out[from], to)
-		in[to] = append(in[to], from)
-	}
-	for i, js := range adj {
-		for _, j := range js {
-			if edgeMate[i] == j {
-				arc(ne+j, i)
-			} else {
-				arc(i, ne+j)
-			}
-		}
-	}
-	fromFreeEdge := make([]bool, ne+len(apps))
-	toFreeApp := make([]bool, ne+len(apps))
-	for i := range edges {
-		if edgeMate[i] < 0 && len(adj[i]) > 0 {
-			mark(out, i, fromFreeEdge)
-		}
-	}
-	for j := range apps {
-		if appMate[j] < 0 {
-			mark(in, ne+j, toFreeApp)
-		}
-	}
-	comp := scc(out)
-	var forced [][2]int
-	for i, j := range edgeMate {
-		if j < 0 || fromFreeEdge[ne+j] || toFreeApp[i] || comp[i] == comp[ne+j] {
-			continue
-		}
-		forced = append(forced, [2]int{i, j})
-	}
-	return forced
-}
-
-// candidateLinks returns, per unused edge, its unused candidate apps.
-func candidateLinks(edges, apps []*node, strict bool) [][]int {
-	adj := make([][]int, len(edges))
-	for i, e := range edges {
-		if e.used {
-			continue
-		}
-		for _, j := range e.cands {
-			if apps[j].used || (strict && !causal(&e.ev, &apps[j].ev)) {
-				continue
-			}
-			adj[i] = append(adj[i], j)
-		}
-	}
-	return adj
-}
-
-// mark sets seen on every vertex reachable from v.
-func mark(g [][]int, v int, seen []bool) {
-	stack := []int{v}
-	seen[v] = true
-	for len(stack) > 0 {
-		v = stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, w := range g[v] {
-			if !seen[w] {
-				seen[w] = true
-				stack = append(stack, w)
-			}
-		}
-	}
-}
-
-// scc labels the strongly connected components of g (Tarjan).
-func scc(g [][]int) []int {
-	n := len(g)
-	index := make([]int, n)
-	low := make([]int, n)
-	comp := make([]int, n)
-	onStack := make([]bool, n)
-	for i := range index {
-		index[i] = -1
-	}
-	var stack []int
-	next, label := 0, 0
-	var visit func(v int)
-	visit = func(v int) {
-		index[v], low[v] = next, next
-		next++
-		stack = append(stack, v)
-		onStack[v] = true
-		for _, w := range g[v] {
-			if index[w] < 0 {
-				visit(w)
-				low[v] = min(low[v], low[w])
-			} else if onStack[w] {
-				low[v] = min(low[v], index[w])
-			}
-		}
-		if low[v] == index[v] {
-			for {
-				w := stack[len(stack)-1]
-				stack = stack[:len(stack)-1]
-				onStack[w] = false
-				comp[w] = label
-				if w == v {
-					break
-				}
-			}
-			label++
-		}
-	}
-	for v := range g {
-		if index[v] < 0 {
-			visit(v)
-		}
-	}
-	return comp
-}
-
-// maxMatching is Kuhn's augmenting-path algorithm on the bipartite graph
-// adj (edge -> apps), after a greedy start. It returns the matching size
-// and, per app, its edge or -1.
-func maxMatching(adj [][]int, nApps int) (int, []int) {
-	match := make([]int, nApps)
-	for j := range match {
-		match[j] = -1
-	}
-	size := 0
-	matched := make([]bool, len(adj))
-	for i, js := range adj {
-		for _, j := range js {
-			if match[j] < 0 {
-				match[j], matched[i] = i, true
-				size++
-				break
-			}
-		}
-	}
-	seen := make([]int, nApps)
-	var try func(i, stamp int) bool
-	try = func(i, stamp int) bool {
-		for _, j := range adj[i] {
-			if seen[j] == stamp {
-				continue
-			}
-			seen[j] = stamp
-			if match[j] < 0 || try(match[j], stamp) {
-				match[j] = i
-				return true
-			}
-		}
-		return false
-	}
-	for i := range adj {
-		if !matched[i] && try(i, i+1) {
-			size++
-		}
-	}
-	return size, match
 }
 
 // paired makes the Result of an outer exchange and the inner one the proxy
