@@ -36,6 +36,17 @@ func (m *matcher) release() {
 	m.edges, m.apps = m.edges[:0], m.apps[:0]
 }
 
+// trim drops arrays that a burst (a group or a drain of thousands of
+// exchanges) grew beyond retain.
+func (m *matcher) trim() {
+	if cap(m.local) > retain {
+		m.local = nil
+	}
+	if cap(m.out) > retain || cap(m.adj) > retain || cap(m.appMate) > retain {
+		*m = matcher{local: m.local}
+	}
+}
+
 // lists returns l with n empty lists, keeping the arrays it had.
 func lists(l [][]int, n int) [][]int {
 	if cap(l) < n {

@@ -381,6 +381,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// can be reused.
 	p.recycle()
 	p.scratch.trim()
+	p.match.trim()
 	s := &p.scratch
 	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].ev.RequestStart > cutoff })
 	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].ev.RequestStart > cutoff })
