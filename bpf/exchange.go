@@ -100,11 +100,16 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 		}
 		return nil, fmt.Errorf("load exchange programs (needs CAP_BPF): %w", err)
 	}
+	roles, ok := spec.Variables[ExchangeVarRolesByPort]
+	if !ok {
+		_ = p.objs.close()
+		return nil, errors.New("exchange object has no roles_by_port variable: regenerate it (make generate)")
+	}
 	if p.roles, err = p.objs.BSS.Memory(); err != nil {
 		_ = p.objs.close()
 		return nil, fmt.Errorf("map the programs' port roles (a memory-mappable .bss needs Linux 5.5): %w", err)
 	}
-	p.rolesAt = int64(spec.Variables[ExchangeVarRolesByPort].Offset)
+	p.rolesAt = int64(roles.Offset)
 	return p, nil
 }
 
@@ -204,10 +209,10 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 // NewEventReader opens the events ring buffer. Each record is one
 // struct exchange_event; probe/exchange decodes it.
 //
-// Records never wake a blocked reader: drain the ring on a timer, with a
-// deadline already passed (SetDeadline) so that reading never blocks. That saves a context switch per exchange
-// on the request path; probe/agent says why its loop never blocks in the
-// reader.
+// Records never wake a blocked reader, which saves a context switch per
+// exchange on the request path: drain the ring on a timer, with a deadline
+// already passed (SetDeadline) so that reading never blocks. probe/agent
+// says why its loop never blocks in the reader.
 func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
 	rd, err := ringbuf.NewReader(p.objs.Events)
 	if err != nil {
