@@ -160,8 +160,11 @@ struct {
 	__type(value, __u8);
 } proxy_sources SEC(".maps");
 
-/* Finished exchanges, read by probe/pairing. Records do not wake the reader
- * (see submit_flags): it drains the ring on a timer. */
+/* Finished exchanges, read by probe/pairing. Records are submitted with
+ * BPF_RB_NO_WAKEUP: the reader drains the ring on its own timer, paced by the
+ * traffic (probe/agent), and never blocks in the ring's epoll, so a wakeup
+ * would only cost a context switch per exchange, taken in the softirq of a
+ * request's packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -500,16 +503,6 @@ static __always_inline void fill_event(struct exchange_event *e, const struct fl
 	__builtin_memcpy(e->head, f->head, sizeof(e->head));
 }
 
-/* submit_flags: records never wake the reader. It drains the ring on its
- * own timer, paced by the traffic (probe/agent), and never blocks in the
- * ring's epoll, so a wakeup would only cost a context switch per exchange,
- * taken in the softirq of a request's packet. (Waking it when the ring was
- * a quarter full cost two bpf_ringbuf_query calls per record.) */
-static __always_inline __u64 submit_flags(void)
-{
-	return BPF_RB_NO_WAKEUP;
-}
-
 /* emit writes the exchange in progress to the ring buffer unless the idle
  * scan already did. A full ring buffer is counted (STAT_RINGBUF_FULL),
  * never ignored. */
@@ -527,7 +520,7 @@ static __always_inline void emit(struct flow *f, const struct flow_key *key, __u
 		return;
 	}
 	fill_event(e, f, key, extra_flags);
-	bpf_ringbuf_submit(e, submit_flags());
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	count(STAT_EVENTS);
 }
 
@@ -981,7 +974,7 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 		count(STAT_IDLE_RACE);
 		return 0;
 	}
-	bpf_ringbuf_submit(e, submit_flags());
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	count(STAT_EVENTS);
 	count(STAT_IDLE_FLUSHED);
 	c->flushed += 1;

@@ -71,10 +71,10 @@ func BenchmarkProbeOverhead(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				fixed := fixture.LoadOptions{URL: url, QPS: *overheadQPS, Duration: *overheadWarmup, Connections: *overheadConns}
 				var warm fixture.LoadResult
 				if *overheadWarmup > 0 {
-					if warm, err = fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: *overheadQPS,
-						Duration: *overheadWarmup, Connections: *overheadConns}); err != nil {
+					if warm, err = fixture.RunLoad(pod.Client, fixed); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -82,8 +82,8 @@ func BenchmarkProbeOverhead(b *testing.B) {
 				if p != nil && *overheadFrozen {
 					_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 				}
-				res, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: *overheadQPS,
-					Duration: *overheadDuration, Connections: *overheadConns})
+				fixed.Duration = *overheadDuration
+				res, err := fixture.RunLoad(pod.Client, fixed)
 				if p != nil && *overheadFrozen {
 					_ = p.cmd.Process.Signal(syscall.SIGCONT)
 				}

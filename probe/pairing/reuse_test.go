@@ -69,12 +69,12 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, round); n != 0 {
 		t.Errorf("%v allocations per round of 8 requests, want 0", n)
 	}
-	if c := p.Counts(); c.Paired == 0 || c.Paired != c.Edge-uint64(mustPending(p)) {
+	if c := p.Counts(); c.Paired == 0 || c.Paired != c.Edge-uint64(pendingEdges(p)) {
 		t.Errorf("counts %+v", c)
 	}
 }
 
-func mustPending(p *Pairer) int {
+func pendingEdges(p *Pairer) int {
 	e, _ := p.Pending()
 	return e
 }
