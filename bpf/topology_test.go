@@ -188,7 +188,7 @@ func testProxyAdded(t *testing.T, redirect bool) {
 		}
 		for _, r := range res {
 			if r.Method != pairing.ByContainment || r.App == nil || r.ProxyAdded <= 0 ||
-				r.App.Server.Port() != appPort || r.Edge.Server.Port() != edgePort {
+				r.App.ServerPort != appPort || r.Edge.ServerPort != edgePort {
 				t.Fatalf("result %+v", r)
 			}
 		}

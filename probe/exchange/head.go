@@ -60,15 +60,21 @@ func ParseRequestLine(head []byte) (RequestLine, bool) {
 // Header returns the value of the first header called name (case
 // insensitive) if its whole line lies inside head.
 func Header(head []byte, name string) (string, bool) {
+	v, ok := headerValue(head, name)
+	return string(v), ok
+}
+
+// headerValue is Header without the copy: the value is a part of head.
+func headerValue(head []byte, name string) ([]byte, bool) {
 	eol := bytes.Index(head, []byte("\r\n"))
 	if eol < 0 {
-		return "", false
+		return nil, false
 	}
 	rest := head[eol+2:]
 	for {
 		eol = bytes.Index(rest, []byte("\r\n"))
 		if eol <= 0 { // truncated line, or the empty line ending the headers
-			return "", false
+			return nil, false
 		}
 		line := rest[:eol]
 		rest = rest[eol+2:]
@@ -77,7 +83,7 @@ func Header(head []byte, name string) (string, bool) {
 			continue
 		}
 		if strings.EqualFold(string(line[:colon]), name) {
-			return strings.TrimSpace(string(line[colon+1:])), true
+			return bytes.TrimSpace(line[colon+1:]), true
 		}
 	}
 }
@@ -85,9 +91,17 @@ func Header(head []byte, name string) (string, bool) {
 // RequestID returns the x-request-id header (set by Envoy and propagated by
 // applications that trace) when the head contains it whole.
 func RequestID(head []byte) (string, bool) {
-	id, ok := Header(head, "x-request-id")
-	if !ok || id == "" {
-		return "", false
+	id, ok := RequestIDBytes(head)
+	return string(id), ok
+}
+
+// RequestIDBytes is RequestID without the copy: the ID is a part of head,
+// for a caller that only compares or hashes it (probe/pairing, per
+// request).
+func RequestIDBytes(head []byte) ([]byte, bool) {
+	id, ok := headerValue(head, "x-request-id")
+	if !ok || len(id) == 0 {
+		return nil, false
 	}
 	return id, true
 }

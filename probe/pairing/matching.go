@@ -9,6 +9,9 @@ package pairing
 type matcher struct {
 	edges, apps []*node // the group being solved
 	local       []int   // the resolve's edge index -> index in the group
+	// The group's candidate links: per edge its apps, per app its
+	// edges, by index in the group.
+	edgeCands, appCands [][]int
 
 	adj      [][]int // per edge, its candidate apps
 	out, in  [][]int // forcedPairs' oriented graph, and its reverse
@@ -42,7 +45,8 @@ func (m *matcher) trim() {
 	if cap(m.local) > retain {
 		m.local = nil
 	}
-	if cap(m.out) > retain || cap(m.adj) > retain || cap(m.appMate) > retain {
+	if cap(m.out) > retain || cap(m.adj) > retain || cap(m.appMate) > retain ||
+		cap(m.edgeCands) > retain || cap(m.appCands) > retain {
 		*m = matcher{local: m.local}
 	}
 }
@@ -121,15 +125,16 @@ func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
 	return m.forced
 }
 
-// candidateLinks returns, per unused edge, its unused candidate apps.
+// candidateLinks returns, per unused edge, its unused candidate apps (of
+// edgeCands).
 func (m *matcher) candidateLinks(edges, apps []*node, strict bool) [][]int {
 	m.adj = lists(m.adj, len(edges))
 	for i, e := range edges {
 		if e.used {
 			continue
 		}
-		for _, j := range e.cands {
-			if apps[j].used || (strict && !causal(&e.ev, &apps[j].ev)) {
+		for _, j := range m.edgeCands[i] {
+			if apps[j].used || (strict && !causal(&e.x, &apps[j].x)) {
 				continue
 			}
 			m.adj[i] = append(m.adj[i], j)

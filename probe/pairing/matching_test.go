@@ -23,38 +23,33 @@ func TestForcedPairsMatchBruteForce(t *testing.T) {
 		for j := range apps {
 			apps[j] = &node{}
 		}
+		m.edgeCands, m.appCands = lists(m.edgeCands, ne), lists(m.appCands, na)
 		for i := range edges {
 			for j := range apps {
 				if rng.IntN(3) == 0 {
-					edges[i].cands = append(edges[i].cands, j)
-					apps[j].cands = append(apps[j].cands, i)
+					m.edgeCands[i] = append(m.edgeCands[i], j)
+					m.appCands[j] = append(m.appCands[j], i)
 				}
 			}
 		}
+		cands := slices.Clone(m.edgeCands)
 		got := slices.Clone(m.forcedPairs(edges, apps, false))
-		want := bruteForced(edges, na)
+		want := bruteForced(cands, na)
 		slices.SortFunc(got, func(a, b [2]int) int { return a[0]*16 + a[1] - b[0]*16 - b[1] })
 		if !slices.Equal(got, want) {
-			t.Fatalf("round %d: forced %v, want %v (links %v)", round, got, want, edgeCands(edges))
+			t.Fatalf("round %d: forced %v, want %v (links %v)", round, got, want, cands)
 		}
 		size, _ := m.maxMatching(m.candidateLinks(edges, apps, false), na)
-		if best, _ := bruteMatchings(edges, na); size != best {
+		if best, _ := bruteMatchings(cands, na); size != best {
 			t.Fatalf("round %d: maximum matching %d, want %d", round, size, best)
 		}
 	}
 }
 
-func edgeCands(edges []*node) [][]int {
-	out := make([][]int, len(edges))
-	for i, e := range edges {
-		out[i] = e.cands
-	}
-	return out
-}
-
-// bruteMatchings enumerates every matching: the maximum size, and the
-// matchings of that size (per edge, its app or -1).
-func bruteMatchings(edges []*node, na int) (int, [][]int) {
+// bruteMatchings enumerates every matching of the graph given by each
+// edge's candidate apps: the maximum size, and the matchings of that size
+// (per edge, its app or -1).
+func bruteMatchings(edges [][]int, na int) (int, [][]int) {
 	best := 0
 	var all [][]int
 	cur := make([]int, len(edges))
@@ -72,7 +67,7 @@ func bruteMatchings(edges []*node, na int) (int, [][]int) {
 		}
 		cur[i] = -1
 		walk(i+1, size)
-		for _, j := range edges[i].cands {
+		for _, j := range edges[i] {
 			if !used[j] {
 				used[j], cur[i] = true, j
 				walk(i+1, size+1)
@@ -85,7 +80,7 @@ func bruteMatchings(edges []*node, na int) (int, [][]int) {
 }
 
 // bruteForced: the links present in every maximum matching, sorted.
-func bruteForced(edges []*node, na int) [][2]int {
+func bruteForced(edges [][]int, na int) [][2]int {
 	best, all := bruteMatchings(edges, na)
 	var out [][2]int
 	if best == 0 {

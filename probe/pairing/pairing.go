@@ -36,6 +36,7 @@ package pairing
 
 import (
 	"cmp"
+	"hash/maphash"
 	"math"
 	"slices"
 	"sort"
@@ -91,14 +92,13 @@ func (m Method) String() string {
 	return "unknown"
 }
 
-// Result is one edge exchange with its app partner. Results, and the events
-// they hold, are valid until the Pairer's next Resolve or Drain, which
-// reuses their memory; the events' Head is nil (the Pairer keeps only the
-// request ID it read from it).
+// Result is one edge exchange with its app partner. Results, and the
+// exchanges they point to, are valid until the Pairer's next Resolve or
+// Drain, which reuses their memory.
 type Result struct {
-	Edge exchange.Event
+	Edge Exchange
 	// App is the partner; nil for NoProxy.
-	App    *exchange.Event
+	App    *Exchange
 	Method Method
 
 	EdgeDuration time.Duration
@@ -107,6 +107,36 @@ type Result struct {
 	ProxyAdded   time.Duration
 	RequestPath  time.Duration
 	ResponsePath time.Duration
+}
+
+// Exchange is what the Pairer keeps of an exchange.Event: its leg,
+// direction, ports and times. Pairing and everything downstream of it need
+// no more; the whole event (addresses, head) is four times the size and
+// holds pointers. At ten thousand requests per second copying events into
+// pending nodes that had gone cold in the cache, and the garbage
+// collector's work on them, were a third of the probe's CPU.
+type Exchange struct {
+	// CLOCK_MONOTONIC nanoseconds, as in exchange.Event.
+	RequestStart, RequestEnd   uint64
+	ResponseStart, ResponseEnd uint64
+	ClientPort, ServerPort     uint16
+	Leg                        exchange.Leg
+	Direction                  exchange.Direction
+}
+
+func exchangeOf(ev *exchange.Event) Exchange {
+	return Exchange{
+		RequestStart: ev.RequestStart, RequestEnd: ev.RequestEnd,
+		ResponseStart: ev.ResponseStart, ResponseEnd: ev.ResponseEnd,
+		ClientPort: ev.Client.Port(), ServerPort: ev.Server.Port(),
+		Leg: ev.Leg, Direction: ev.Direction,
+	}
+}
+
+// Duration is first request byte to last response byte. The Pairer keeps
+// only exchanges whose timing can be used (exchange.Event.Complete).
+func (x *Exchange) Duration() time.Duration {
+	return time.Duration(x.ResponseEnd - x.RequestStart)
 }
 
 // Counts account for every exchange given to the Pairer.
@@ -141,12 +171,28 @@ type Counts struct {
 // inbound pairing: the outer exchange (edges) and the one inside it
 // (apps). An outbound Pairer keeps its lo exchanges in edges and its eth0
 // ones in apps; Counts and Results use the real legs.
+// Nodes hold no pointers, so the garbage collector does not scan them, and
+// fit a cache line.
 type node struct {
-	ev    exchange.Event
-	id    string // x-request-id, "" if none
-	edge  bool
-	cands []int // indexes into the other side within a component
-	used  bool
+	x Exchange
+	// id is a hash of the x-request-id, 0 if none. Comparing hashes
+	// instead of the IDs, two different IDs among a group's candidates
+	// collide with a probability of about 2^-64.
+	id   uint64
+	edge bool
+	used bool
+}
+
+// idSeed keys the request ID hashes of this process.
+var idSeed = maphash.MakeSeed()
+
+// requestID returns node.id for an exchange's head.
+func requestID(head []byte) uint64 {
+	id, ok := exchange.RequestIDBytes(head)
+	if !ok {
+		return 0
+	}
+	return max(maphash.Bytes(idSeed, id), 1)
 }
 
 // Pairer accumulates exchanges and resolves them once their partners can
@@ -223,7 +269,7 @@ func (p *Pairer) newNode() *node {
 func (p *Pairer) recycle() {
 	for i, n := range p.released {
 		if len(p.free) < retain {
-			*n = node{cands: n.cands[:0]}
+			*n = node{}
 			p.free = append(p.free, n)
 		}
 		p.released[i] = nil
@@ -287,13 +333,9 @@ func (p *Pairer) Add(ev exchange.Event) {
 		return
 	}
 	n := p.newNode()
-	n.ev, n.edge = ev, isEdge
 	// The head may be the reader's buffer, reused by its next Read: only
 	// the request ID read from it is kept.
-	n.ev.Head = nil
-	if id, ok := exchange.RequestID(ev.Head); ok {
-		n.id = id
-	}
+	n.x, n.id, n.edge = exchangeOf(&ev), requestID(ev.Head), isEdge
 	if isEdge {
 		p.edges = insertByStart(p.edges, n)
 	} else {
@@ -307,7 +349,7 @@ func (p *Pairer) Add(ev exchange.Event) {
 // or by the idle scan), so the search from the back stops after a few steps.
 func insertByStart(nodes []*node, n *node) []*node {
 	i := len(nodes)
-	for i > 0 && nodes[i-1].ev.RequestStart > n.ev.RequestStart {
+	for i > 0 && nodes[i-1].x.RequestStart > n.x.RequestStart {
 		i--
 	}
 	nodes = append(nodes, nil)
@@ -341,19 +383,19 @@ func (p *Pairer) Drain() []Result {
 	return p.resolve(math.MaxUint64)
 }
 
-func (p *Pairer) portMatches(edge, app *exchange.Event) bool {
+func (p *Pairer) portMatches(edge, app *Exchange) bool {
 	if p.cfg.AnyPort {
 		return true
 	}
-	want := edge.Server.Port()
+	want := edge.ServerPort
 	if mapped, ok := p.cfg.PortMap[want]; ok {
 		want = mapped
 	}
-	return app.Server.Port() == want
+	return app.ServerPort == want
 }
 
 // contains: the app exchange lies within the edge exchange.
-func contains(edge, app *exchange.Event) bool {
+func contains(edge, app *Exchange) bool {
 	return edge.RequestStart <= app.RequestStart && app.ResponseEnd <= edge.ResponseEnd
 }
 
@@ -362,7 +404,7 @@ func contains(edge, app *exchange.Event) bool {
 // start the response before the application did. Used only to break ties:
 // TLS records the proxy sends on its own (session tickets) can precede the
 // response on the edge leg.
-func causal(edge, app *exchange.Event) bool {
+func causal(edge, app *Exchange) bool {
 	return contains(edge, app) && edge.RequestEnd <= app.RequestEnd && app.ResponseStart <= edge.ResponseStart
 }
 
@@ -383,8 +425,8 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	p.scratch.trim()
 	p.match.trim()
 	s := &p.scratch
-	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].ev.RequestStart > cutoff })
-	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].ev.RequestStart > cutoff })
+	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].x.RequestStart > cutoff })
+	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].x.RequestStart > cutoff })
 	if ne+na == 0 {
 		return nil
 	}
@@ -409,24 +451,24 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// would compare every pending app with every pending edge.
 	var longest uint64
 	for _, e := range edges {
-		longest = max(longest, e.ev.ResponseEnd-e.ev.RequestStart)
+		longest = max(longest, e.x.ResponseEnd-e.x.RequestStart)
 	}
 	// app -> edges, flat: one allocation for all (most apps have one).
 	links := linkTable{start: sized(s.links.start, na+1), flat: s.links.flat[:0]}
 	for ai, a := range apps {
 		links.start[ai] = len(links.flat)
 		last := sort.Search(ne, func(k int) bool {
-			return edges[k].ev.RequestStart > a.ev.RequestStart
+			return edges[k].x.RequestStart > a.x.RequestStart
 		})
 		first := 0
-		if a.ev.RequestStart > longest {
-			earliest := a.ev.RequestStart - longest
+		if a.x.RequestStart > longest {
+			earliest := a.x.RequestStart - longest
 			first = sort.Search(last, func(k int) bool {
-				return edges[k].ev.RequestStart >= earliest
+				return edges[k].x.RequestStart >= earliest
 			})
 		}
 		for ei := first; ei < last; ei++ {
-			if contains(&edges[ei].ev, &a.ev) && p.portMatches(&edges[ei].ev, &a.ev) {
+			if contains(&edges[ei].x, &a.x) && p.portMatches(&edges[ei].x, &a.x) {
 				links.flat = append(links.flat, ei)
 				if ra, re := find(ne+ai), find(ei); ra != re {
 					parent[ra] = re
@@ -443,11 +485,11 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	s.end = end
 	for ei, e := range edges {
 		r := find(ei)
-		end[r] = max(end[r], e.ev.ResponseEnd)
+		end[r] = max(end[r], e.x.ResponseEnd)
 	}
 	for ai, a := range apps {
 		r := find(ne + ai)
-		end[r] = max(end[r], a.ev.ResponseEnd)
+		end[r] = max(end[r], a.x.ResponseEnd)
 	}
 	slot := sized(s.slot, ne+na) // root -> 1 + index in groups
 	s.slot = slot
@@ -553,7 +595,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	if len(g.edges) == 1 && len(g.apps) == 1 && len(links.of(g.apps[0])) == 1 {
 		e, a := p.edges[g.edges[0]], p.apps[g.apps[0]]
 		m := ByContainment
-		if e.id != "" && e.id == a.id {
+		if e.id != 0 && e.id == a.id {
 			m = ByRequestID
 		}
 		p.counts.Paired++
@@ -569,22 +611,25 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	edges := mt.edges[:0]
 	for i, ei := range g.edges {
 		n := p.edges[ei]
-		n.cands, n.used = n.cands[:0], false
+		n.used = false
 		edges = append(edges, n)
 		mt.local[ei] = i
 	}
+	edgeCands := lists(mt.edgeCands, len(g.edges))
+	appCands := lists(mt.appCands, len(g.apps))
 	apps := mt.apps[:0]
 	for j, ai := range g.apps {
 		n := p.apps[ai]
-		n.cands, n.used = n.cands[:0], false
+		n.used = false
 		for _, ei := range links.of(ai) {
 			i := mt.local[ei]
-			n.cands = append(n.cands, i)
-			edges[i].cands = append(edges[i].cands, j)
+			appCands[j] = append(appCands[j], i)
+			edgeCands[i] = append(edgeCands[i], j)
 		}
 		apps = append(apps, n)
 	}
 	mt.edges, mt.apps = edges, apps
+	mt.edgeCands, mt.appCands = edgeCands, appCands
 
 	if !p.proxySeen {
 		// No proxy: the eth0 exchanges are the requests themselves
@@ -597,7 +642,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 			bypass = apps
 		}
 		for _, e := range bypass {
-			results = append(results, noProxy(e.ev))
+			results = append(results, noProxy(e.x))
 			p.counts.NoProxy++
 		}
 		return results
@@ -621,11 +666,11 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 
 	// 1. x-request-id, when it names exactly one candidate on each side.
 	for i, e := range edges {
-		if e.id == "" {
+		if e.id == 0 {
 			continue
 		}
 		match := -1
-		for _, j := range e.cands {
+		for _, j := range edgeCands[i] {
 			if apps[j].id == e.id {
 				if match >= 0 {
 					match = -2
@@ -634,7 +679,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 				match = j
 			}
 		}
-		if match >= 0 && uniqueID(apps[match], edges) {
+		if match >= 0 && uniqueID(e.id, appCands[match], edges) {
 			pair(i, match, ByRequestID)
 		}
 	}
@@ -650,26 +695,26 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	// 3. The rest: ambiguous if a partner was possible, else unmatched.
 	var ambEdges, ambApps int
 	var edgeSum, appSum time.Duration
-	for _, e := range edges {
+	for i, e := range edges {
 		if e.used {
 			continue
 		}
-		if hasFree(e.cands, apps) {
+		if hasFree(edgeCands[i], apps) {
 			p.ambiguous(true)
 			ambEdges++
-			edgeSum += e.ev.Duration()
+			edgeSum += e.x.Duration()
 		} else {
 			p.unmatched(true, 1)
 		}
 	}
-	for _, a := range apps {
+	for j, a := range apps {
 		if a.used {
 			continue
 		}
-		if hasFree(a.cands, edges) {
+		if hasFree(appCands[j], edges) {
 			p.ambiguous(false)
 			ambApps++
-			appSum += a.ev.Duration()
+			appSum += a.x.Duration()
 		} else {
 			p.unmatched(false, 1)
 		}
@@ -705,10 +750,11 @@ func (p *Pairer) ambiguous(outer bool) {
 	}
 }
 
-func uniqueID(a *node, edges []*node) bool {
+// uniqueID: exactly one of an app's candidate edges carries its ID.
+func uniqueID(id uint64, cands []int, edges []*node) bool {
 	n := 0
-	for _, i := range a.cands {
-		if edges[i].id == a.id {
+	for _, i := range cands {
+		if edges[i].id == id {
 			n++
 		}
 	}
@@ -729,7 +775,7 @@ func hasFree(cands []int, other []*node) bool {
 // proxy's. App points into the node, which stays unused until the next
 // resolve.
 func (p *Pairer) paired(outerNode, innerNode *node, m Method) Result {
-	outer, inner := &outerNode.ev, &innerNode.ev
+	outer, inner := &outerNode.x, &innerNode.x
 	edge, app := outer, inner
 	if p.outbound {
 		edge, app = inner, outer
@@ -747,7 +793,7 @@ func (p *Pairer) paired(outerNode, innerNode *node, m Method) Result {
 	return r
 }
 
-func noProxy(edge exchange.Event) Result {
+func noProxy(edge Exchange) Result {
 	d := edge.Duration()
 	return Result{Edge: edge, Method: NoProxy, EdgeDuration: d, AppDuration: d}
 }

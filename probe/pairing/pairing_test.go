@@ -91,8 +91,8 @@ func TestNestedExchangesAreForced(t *testing.T) {
 		t.Fatalf("results %d, counts %+v", len(res), p.Counts())
 	}
 	for _, r := range res {
-		if r.Edge.Client.Port()+10 != r.App.Client.Port() {
-			t.Errorf("edge %d paired with app %d", r.Edge.Client.Port(), r.App.Client.Port())
+		if r.Edge.ClientPort+10 != r.App.ClientPort {
+			t.Errorf("edge %d paired with app %d", r.Edge.ClientPort, r.App.ClientPort)
 		}
 	}
 }
@@ -144,7 +144,7 @@ func TestRequestIDDecides(t *testing.T) {
 		t.Fatalf("results %d counts %+v", len(res), p.Counts())
 	}
 	for _, r := range res {
-		if r.Method != ByRequestID || r.Edge.Client.Port()+10 != r.App.Client.Port() {
+		if r.Method != ByRequestID || r.Edge.ClientPort+10 != r.App.ClientPort {
 			t.Errorf("result %+v", r)
 		}
 	}
@@ -166,8 +166,8 @@ func TestCausalBoundsBreakTies(t *testing.T) {
 		t.Fatalf("results %d counts %+v", len(res), p.Counts())
 	}
 	for _, r := range res {
-		if r.Edge.Client.Port()+10 != r.App.Client.Port() {
-			t.Errorf("edge %d paired with app %d", r.Edge.Client.Port(), r.App.Client.Port())
+		if r.Edge.ClientPort+10 != r.App.ClientPort {
+			t.Errorf("edge %d paired with app %d", r.Edge.ClientPort, r.App.ClientPort)
 		}
 	}
 }
@@ -333,7 +333,7 @@ func TestSimulatedLoad(t *testing.T) {
 			var pairedAdded time.Duration
 			for _, r := range res {
 				pairedAdded += r.ProxyAdded
-				w, ok := want[key{r.Edge.Client.Port(), r.Edge.RequestStart}]
+				w, ok := want[key{r.Edge.ClientPort, r.Edge.RequestStart}]
 				if !ok {
 					t.Fatalf("unknown edge %+v", r.Edge)
 				}
@@ -410,7 +410,7 @@ func TestIncrementalResolveDecidesAsOneDrain(t *testing.T) {
 		// Decided in a different order of groups: compare as sets.
 		seen := map[string]int{}
 		key := func(r Result) string {
-			return fmt.Sprint(r.Edge.Client, r.Edge.RequestStart, r.Method, r.ProxyAdded)
+			return fmt.Sprint(r.Edge.ClientPort, r.Edge.RequestStart, r.Method, r.ProxyAdded)
 		}
 		for _, r := range want {
 			seen[key(r)]++

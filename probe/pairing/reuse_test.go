@@ -29,7 +29,7 @@ func TestResultsValidUntilNextResolve(t *testing.T) {
 	}
 	// The next resolve releases the first pair's nodes; the one after
 	// hands them to Add.
-	if got := p.Resolve(base + 20*ms); len(got) != 1 || got[0].Edge.Client.Port() != 40001 {
+	if got := p.Resolve(base + 20*ms); len(got) != 1 || got[0].Edge.ClientPort != 40001 {
 		t.Fatalf("second resolve: %+v", got)
 	}
 	if len(p.free) != 2 {

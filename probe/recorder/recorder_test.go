@@ -368,10 +368,10 @@ func TestOutboundKeptApart(t *testing.T) {
 	var in, out pairing.Counts
 	for i := 1; i <= 100; i++ {
 		now := origin.Add(time.Duration(i-1) * 50 * time.Millisecond)
-		inbound := pairing.Result{Edge: exchange.Event{Direction: exchange.Inbound}, Method: pairing.ByContainment,
+		inbound := pairing.Result{Edge: pairing.Exchange{Direction: exchange.Inbound}, Method: pairing.ByContainment,
 			EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond, ProxyAdded: time.Millisecond,
 			RequestPath: 400 * time.Microsecond, ResponsePath: 600 * time.Microsecond}
-		call := pairing.Result{Edge: exchange.Event{Direction: exchange.Outbound}, Method: pairing.ByContainment,
+		call := pairing.Result{Edge: pairing.Exchange{Direction: exchange.Outbound}, Method: pairing.ByContainment,
 			EdgeDuration: 5 * time.Millisecond, AppDuration: 5*time.Millisecond + 300*time.Microsecond, ProxyAdded: 300 * time.Microsecond,
 			RequestPath: 100 * time.Microsecond, ResponsePath: 200 * time.Microsecond}
 		in.Edge, in.App, in.Paired = in.Edge+1, in.App+1, in.Paired+1

@@ -151,7 +151,7 @@ func NewProbe(start, now time.Time, mesh, proxyName string, t Traffic) *Probe {
 				totals.OutboundCounts.Edge++
 				totals.OutboundCounts.Paired++
 				results = append(results, pairing.Result{
-					Edge:   exchange.Event{Direction: exchange.Outbound, Leg: exchange.LegEdge},
+					Edge:   pairing.Exchange{Direction: exchange.Outbound, Leg: exchange.LegEdge},
 					Method: pairing.ByContainment, EdgeDuration: up, AppDuration: up + added,
 					ProxyAdded: added, RequestPath: added / 2, ResponsePath: added - added/2,
 				})
