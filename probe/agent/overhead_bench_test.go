@@ -348,15 +348,16 @@ type probeCost struct {
 	bpf     map[string]time.Duration // eBPF run time per program
 	bpfRuns map[string]uint64
 	rps     float64
-	seen    uint64     // requests in the probe's 1m window after the runs
-	sent    int64      // requests fortio made in those runs (with warm-up)
-	atMax   *probeCost // over the maximum-throughput run
-	rss     int64      // KiB, peak over the process's life (with the maximum-throughput run)
-	hwm     int64      // KiB, peak up to the end of the fixed-rate run (VmHWM)
+	seen    uint64        // requests in the probe's 1m window after the runs
+	sent    int64         // requests fortio made in those runs (with warm-up)
+	atMax   *probeCost    // over the maximum-throughput run
+	rss     int64         // KiB, peak over the process's life (with the maximum-throughput run)
+	hwm     int64         // KiB, peak up to the end of the fixed-rate run (VmHWM)
+	busy    time.Duration // CPU time the whole machine spent not idle (/proc/stat)
 }
 
 func (c probeCost) minus(o probeCost) probeCost {
-	out := probeCost{cpu: c.cpu - o.cpu, bpf: map[string]time.Duration{}, bpfRuns: map[string]uint64{}}
+	out := probeCost{cpu: c.cpu - o.cpu, busy: c.busy - o.busy, bpf: map[string]time.Duration{}, bpfRuns: map[string]uint64{}}
 	for k, v := range c.bpf {
 		out.bpf[k] = v - o.bpf[k]
 		out.bpfRuns[k] = c.bpfRuns[k] - o.bpfRuns[k]
@@ -371,6 +372,7 @@ func (p *probeProcess) sample() probeCost {
 	if p == nil {
 		return c
 	}
+	c.busy = machineBusy()
 	pid := p.cmd.Process.Pid
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 		// Fields after the command name: utime is the 14th, stime the 15th.
@@ -407,6 +409,31 @@ func (p *probeProcess) sample() probeCost {
 		}
 	}
 	return c
+}
+
+// machineBusy is the CPU time all CPUs have spent not idle since boot:
+// the "cpu" line of /proc/stat without its idle and iowait fields.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		// user nice system idle iowait irq softirq steal (guest and
+		// guest_nice are already in user and nice).
+		if i == 3 || i == 4 || i >= 8 {
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }
 
 func progID(fdinfo string) uint32 {
@@ -526,20 +553,37 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "probe peak RSS at the fixed rate", "", medianF(hwm))
 	fmt.Fprintf(w, "%-34s %12s %10.1fMiB\n", "  and after the max-throughput run", "", medianF(rss))
 	if *overheadMaxRun > 0 {
-		var procMax, tcMax []float64
+		var procMax, tcMax, schedMax, share []float64
 		for _, c := range costs {
 			secs := overheadMaxRun.Seconds()
 			procMax = append(procMax, 100*c.atMax.cpu.Seconds()/secs)
-			var tc time.Duration
+			var tc, sched time.Duration
 			for name, d := range c.atMax.bpf {
 				if name != schedProg {
 					tc += d
+				} else {
+					sched = d
 				}
 			}
 			tcMax = append(tcMax, 100*tc.Seconds()/secs)
+			schedMax = append(schedMax, 100*sched.Seconds()/secs)
+			if c.atMax.busy > 0 {
+				share = append(share, 100*(c.atMax.cpu+tc+sched).Seconds()/c.atMax.busy.Seconds())
+			}
 		}
 		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: process, % core", "", medianF(procMax))
 		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: TC, % core", "", medianF(tcMax))
+		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: sched, % core", "", medianF(schedMax))
+		// When the machine's CPUs are what limits throughput (here they
+		// are: fortio, the proxy, the application and the probe share
+		// them), every CPU-second the probe takes is one the workload
+		// loses. Its share of the busy CPU is the throughput cost that
+		// follows, with far less noise than the difference of two
+		// throughput runs.
+		if len(share) > 0 {
+			fmt.Fprintf(w, "%-34s %12s %11.2f%%\n", "  probe's share of the busy CPU", "", medianF(share))
+			b.ReportMetric(medianF(share), "max-cpu-share-%")
+		}
 	}
 	for i, c := range costs {
 		fmt.Fprintf(w, "  rep %d: the probe counted %d requests, fortio sent %d\n", i, c.seen, c.sent)
