@@ -187,7 +187,7 @@ func testProxyAdded(t *testing.T, redirect bool) {
 			t.Fatalf("edge exchanges not accounted for: %+v", c)
 		}
 		for _, r := range res {
-			if r.Method != pairing.ByContainment || r.App == nil || r.ProxyAdded <= 0 ||
+			if r.Method != pairing.ByContainment || r.App == (pairing.Exchange{}) || r.ProxyAdded <= 0 ||
 				r.App.ServerPort != appPort || r.Edge.ServerPort != edgePort {
 				t.Fatalf("result %+v", r)
 			}

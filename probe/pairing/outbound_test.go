@@ -45,7 +45,7 @@ func TestOutboundPairs(t *testing.T) {
 		t.Fatalf("got %d results: %+v", len(res), p.Counts())
 	}
 	for _, r := range res {
-		if r.Method != ByContainment || r.App == nil || r.Edge.Leg != exchange.LegEdge || r.App.Leg != exchange.LegApp {
+		if r.Method != ByContainment || r.App == (Exchange{}) || r.Edge.Leg != exchange.LegEdge || r.App.Leg != exchange.LegApp {
 			t.Fatalf("result %+v", r)
 		}
 		if r.RequestPath != 120*time.Microsecond || r.ResponsePath != 50*time.Microsecond ||

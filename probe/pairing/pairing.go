@@ -92,13 +92,12 @@ func (m Method) String() string {
 	return "unknown"
 }
 
-// Result is one edge exchange with its app partner. Results, and the
-// exchanges they point to, are valid until the Pairer's next Resolve or
-// Drain, which reuses their memory.
+// Result is one edge exchange with its app partner. Results are valid
+// until the Pairer's next Resolve or Drain, which reuses their memory.
 type Result struct {
 	Edge Exchange
-	// App is the partner; nil for NoProxy.
-	App    *Exchange
+	// App is the partner; zero for NoProxy.
+	App    Exchange
 	Method Method
 
 	EdgeDuration time.Duration
@@ -200,18 +199,14 @@ func requestID(head []byte) uint64 {
 type Pairer struct {
 	cfg       Config
 	outbound  bool
-	edges     []*node // outer exchanges
-	apps      []*node // inner exchanges
+	edges     queue // outer exchanges
+	apps      queue // inner exchanges
 	counts    Counts
 	proxySeen bool
 
-	// At thousands of requests per second the garbage of fresh nodes and
-	// buffers for every exchange and resolve was a third of the probe's
-	// CPU. Decided nodes are reused by later Adds, but only from the
-	// resolve after the one that decided them: its Results point into
-	// them until then.
-	free     []*node
-	released []*node
+	// Working memory of resolve, reused: at thousands of requests per
+	// second fresh arrays for every resolve were a third of the probe's
+	// CPU.
 	scratch  scratch
 	match    matcher
 }
@@ -251,30 +246,6 @@ func sized[T any](s []T, n int) []T {
 	s = s[:n]
 	clear(s)
 	return s
-}
-
-// newNode takes a node from the free list, or makes one.
-func (p *Pairer) newNode() *node {
-	if k := len(p.free); k > 0 {
-		n := p.free[k-1]
-		p.free[k-1] = nil
-		p.free = p.free[:k-1]
-		return n
-	}
-	return &node{}
-}
-
-// recycle makes the nodes decided by the previous resolve available to
-// Add: its Results are no longer valid.
-func (p *Pairer) recycle() {
-	for i, n := range p.released {
-		if len(p.free) < retain {
-			*n = node{}
-			p.free = append(p.free, n)
-		}
-		p.released[i] = nil
-	}
-	p.released = p.released[:0]
 }
 
 // New returns a Pairer.
@@ -332,30 +303,14 @@ func (p *Pairer) Add(ev exchange.Event) {
 		p.counts.TLSHandshake++
 		return
 	}
-	n := p.newNode()
 	// The head may be the reader's buffer, reused by its next Read: only
 	// the request ID read from it is kept.
-	n.x, n.id, n.edge = exchangeOf(&ev), requestID(ev.Head), isEdge
+	n := node{x: exchangeOf(&ev), id: requestID(ev.Head), edge: isEdge}
 	if isEdge {
-		p.edges = insertByStart(p.edges, n)
+		p.edges.insert(&n)
 	} else {
-		p.apps = insertByStart(p.apps, n)
+		p.apps.insert(&n)
 	}
-}
-
-// insertByStart keeps pending exchanges sorted by request start, so that
-// Resolve finds the ones it can decide as a prefix. Exchanges arrive nearly
-// in that order (each is emitted when its connection's next request starts,
-// or by the idle scan), so the search from the back stops after a few steps.
-func insertByStart(nodes []*node, n *node) []*node {
-	i := len(nodes)
-	for i > 0 && nodes[i-1].x.RequestStart > n.x.RequestStart {
-		i--
-	}
-	nodes = append(nodes, nil)
-	copy(nodes[i+1:], nodes[i:])
-	nodes[i] = n
-	return nodes
 }
 
 // ProxyDetected reports whether any app-leg exchange was seen.
@@ -365,7 +320,7 @@ func (p *Pairer) ProxyDetected() bool { return p.proxySeen }
 func (p *Pairer) Counts() Counts { return p.counts }
 
 // Pending returns how many exchanges wait for Resolve.
-func (p *Pairer) Pending() (edges, apps int) { return len(p.edges), len(p.apps) }
+func (p *Pairer) Pending() (edges, apps int) { return p.edges.len(), p.apps.len() }
 
 // Resolve decides every group of exchanges that ended at least Horizon
 // before now (CLOCK_MONOTONIC ns, see Now) and returns the results in edge
@@ -411,7 +366,7 @@ func causal(edge, app *Exchange) bool {
 func (p *Pairer) resolve(cutoff uint64) []Result {
 	// Only exchanges that started by the cutoff can belong to a group
 	// that ended by it, and they form a prefix of each pending list (kept
-	// sorted by start, see insertByStart). Leaving the rest out changes
+	// sorted by start, see queue). Leaving the rest out changes
 	// no decision: an exchange that started after the cutoff ended after
 	// it, and so did every exchange it can be linked with (an edge
 	// contains its app partner, so that partner started after the cutoff
@@ -419,18 +374,18 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// the prefix whose members all ended by the cutoff is a whole group.
 	// At a high request rate most pending exchanges are still within the
 	// horizon: scanning only the prefix does a fraction of the work.
-	// The previous Results are no longer valid: their nodes and arrays
-	// can be reused.
-	p.recycle()
+	// The previous Results are no longer valid: their arrays can be
+	// reused.
 	p.scratch.trim()
 	p.match.trim()
 	s := &p.scratch
-	ne := sort.Search(len(p.edges), func(i int) bool { return p.edges[i].x.RequestStart > cutoff })
-	na := sort.Search(len(p.apps), func(i int) bool { return p.apps[i].x.RequestStart > cutoff })
+	edges, apps := p.edges.pending(), p.apps.pending()
+	ne := sort.Search(len(edges), func(i int) bool { return edges[i].x.RequestStart > cutoff })
+	na := sort.Search(len(apps), func(i int) bool { return apps[i].x.RequestStart > cutoff })
 	if ne+na == 0 {
 		return nil
 	}
-	edges, apps := p.edges[:ne], p.apps[:na]
+	edges, apps = edges[:ne], apps[:na]
 	// Union-find over edges [0,ne) and apps [ne,ne+na).
 	parent := sized(s.parent, ne+na)
 	s.parent = parent
@@ -450,12 +405,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// before the app exchange started. Without that bound every resolve
 	// would compare every pending app with every pending edge.
 	var longest uint64
-	for _, e := range edges {
-		longest = max(longest, e.x.ResponseEnd-e.x.RequestStart)
+	for i := range edges {
+		longest = max(longest, edges[i].x.ResponseEnd-edges[i].x.RequestStart)
 	}
 	// app -> edges, flat: one allocation for all (most apps have one).
 	links := linkTable{start: sized(s.links.start, na+1), flat: s.links.flat[:0]}
-	for ai, a := range apps {
+	for ai := range apps {
+		a := &apps[ai]
 		links.start[ai] = len(links.flat)
 		last := sort.Search(ne, func(k int) bool {
 			return edges[k].x.RequestStart > a.x.RequestStart
@@ -483,13 +439,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	// decided, so only their members are gathered.
 	end := sized(s.end, ne+na)
 	s.end = end
-	for ei, e := range edges {
+	for ei := range edges {
 		r := find(ei)
-		end[r] = max(end[r], e.x.ResponseEnd)
+		end[r] = max(end[r], edges[ei].x.ResponseEnd)
 	}
-	for ai, a := range apps {
+	for ai := range apps {
 		r := find(ne + ai)
-		end[r] = max(end[r], a.x.ResponseEnd)
+		end[r] = max(end[r], apps[ai].x.ResponseEnd)
 	}
 	slot := sized(s.slot, ne+na) // root -> 1 + index in groups
 	s.slot = slot
@@ -537,7 +493,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	p.match.local = sized(p.match.local, ne)
 	for i := range groups {
 		g := &groups[i]
-		results = p.solve(results, g, &links)
+		results = p.solve(results, g, &links, edges, apps)
 		for _, ei := range g.edges {
 			doneEdge[ei] = true
 		}
@@ -546,8 +502,8 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		}
 	}
 	s.groups = groups
-	p.edges = p.keep(p.edges, doneEdge)
-	p.apps = p.keep(p.apps, doneApp)
+	p.edges.cut(doneEdge)
+	p.apps.cut(doneApp)
 	slices.SortFunc(results, func(a, b Result) int {
 		return cmp.Compare(a.Edge.RequestStart, b.Edge.RequestStart)
 	})
@@ -560,23 +516,6 @@ type group struct {
 	end         uint64
 }
 
-// keep removes the decided exchanges, which are released for reuse after
-// the next resolve; done covers a prefix of nodes, the rest stay.
-func (p *Pairer) keep(nodes []*node, done []bool) []*node {
-	out := nodes[:0]
-	for i, n := range nodes {
-		if i >= len(done) || !done[i] {
-			out = append(out, n)
-		} else {
-			p.released = append(p.released, n)
-		}
-	}
-	for i := len(out); i < len(nodes); i++ {
-		nodes[i] = nil
-	}
-	return out
-}
-
 // solve decides one connected group of candidates, appending to results.
 // linkTable holds each app's candidate edges: those of app ai are
 // flat[start[ai]:start[ai+1]].
@@ -586,14 +525,14 @@ type linkTable struct {
 
 func (t *linkTable) of(ai int) []int { return t.flat[t.start[ai]:t.start[ai+1]] }
 
-func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
+func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdges, pendingApps []node) []Result {
 	// Most groups are one request: one edge and one app exchange, each
 	// the other's only candidate. That pair is the only maximum matching,
 	// so it is forced; the general machinery below would decide the same
 	// after building its graphs, which at thousands of requests per
 	// second costs more than everything else the probe does.
 	if len(g.edges) == 1 && len(g.apps) == 1 && len(links.of(g.apps[0])) == 1 {
-		e, a := p.edges[g.edges[0]], p.apps[g.apps[0]]
+		e, a := &pendingEdges[g.edges[0]], &pendingApps[g.apps[0]]
 		m := ByContainment
 		if e.id != 0 && e.id == a.id {
 			m = ByRequestID
@@ -610,7 +549,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	defer mt.release()
 	edges := mt.edges[:0]
 	for i, ei := range g.edges {
-		n := p.edges[ei]
+		n := &pendingEdges[ei]
 		n.used = false
 		edges = append(edges, n)
 		mt.local[ei] = i
@@ -619,7 +558,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable) []Result {
 	appCands := lists(mt.appCands, len(g.apps))
 	apps := mt.apps[:0]
 	for j, ai := range g.apps {
-		n := p.apps[ai]
+		n := &pendingApps[ai]
 		n.used = false
 		for _, ei := range links.of(ai) {
 			i := mt.local[ei]
@@ -772,8 +711,7 @@ func hasFree(cands []int, other []*node) bool {
 
 // paired makes the Result of an outer exchange and the inner one the proxy
 // caused: the time between their starts and between their ends is the
-// proxy's. App points into the node, which stays unused until the next
-// resolve.
+// proxy's.
 func (p *Pairer) paired(outerNode, innerNode *node, m Method) Result {
 	outer, inner := &outerNode.x, &innerNode.x
 	edge, app := outer, inner
@@ -782,7 +720,7 @@ func (p *Pairer) paired(outerNode, innerNode *node, m Method) Result {
 	}
 	r := Result{
 		Edge:         *edge,
-		App:          app,
+		App:          *app,
 		Method:       m,
 		EdgeDuration: edge.Duration(),
 		AppDuration:  app.Duration(),

@@ -59,7 +59,7 @@ func TestSequentialPairs(t *testing.T) {
 		t.Fatalf("got %d results: %+v", len(res), p.Counts())
 	}
 	for _, r := range res {
-		if r.Method != ByContainment || r.App == nil {
+		if r.Method != ByContainment || r.App == (Exchange{}) {
 			t.Fatalf("result %+v", r)
 		}
 		if r.RequestPath != 150*time.Microsecond || r.ResponsePath != 80*time.Microsecond ||
@@ -181,7 +181,7 @@ func TestNoProxy(t *testing.T) {
 		t.Fatalf("results %+v", res)
 	}
 	for _, r := range res {
-		if r.Method != NoProxy || r.App != nil || r.ProxyAdded != 0 || r.EdgeDuration != 2*time.Millisecond {
+		if r.Method != NoProxy || r.App != (Exchange{}) || r.ProxyAdded != 0 || r.EdgeDuration != 2*time.Millisecond {
 			t.Errorf("result %+v", r)
 		}
 	}

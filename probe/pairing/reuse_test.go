@@ -6,34 +6,28 @@ import (
 	"time"
 )
 
-// The Pairer reuses decided nodes, but a Result stays whole until the next
+// The Pairer reuses its arrays, but a Result stays whole until the next
 // Resolve: Adds in between (the agent reads the ring while it records) must
-// not overwrite the exchanges Results point to.
+// not overwrite it.
 func TestResultsValidUntilNextResolve(t *testing.T) {
 	p := New(Config{Horizon: time.Millisecond})
 	p.Add(appEv(8080, 50000, 150*us, 160*us, 1*ms, 1*ms+20*us))
 	p.Add(edgeEv(8080, 40000, 0, 10*us, 1*ms+90*us, 1*ms+100*us))
 	res := p.Resolve(base + 10*ms)
-	if len(res) != 1 || res[0].App == nil {
+	if len(res) != 1 || res[0].Method != ByContainment {
 		t.Fatalf("results %+v", res)
 	}
-	want, wantApp := res[0], *res[0].App
-	// Exchanges added before the next resolve take fresh nodes.
+	want := res[0]
 	for k := uint64(1); k <= 4; k++ {
 		at := k * 10 * ms
 		p.Add(appEv(8080, 50000+uint16(k), at+150*us, at+160*us, at+1*ms, at+1*ms+20*us))
 		p.Add(edgeEv(8080, 40000+uint16(k), at, at+10*us, at+1*ms+90*us, at+1*ms+100*us))
 	}
-	if !reflect.DeepEqual(res[0], want) || !reflect.DeepEqual(*res[0].App, wantApp) {
-		t.Fatalf("a result changed before the next resolve:\n%+v %+v\nwant\n%+v %+v", res[0], *res[0].App, want, wantApp)
+	if !reflect.DeepEqual(res[0], want) {
+		t.Fatalf("a result changed before the next resolve:\n%+v\nwant\n%+v", res[0], want)
 	}
-	// The next resolve releases the first pair's nodes; the one after
-	// hands them to Add.
 	if got := p.Resolve(base + 20*ms); len(got) != 1 || got[0].Edge.ClientPort != 40001 {
 		t.Fatalf("second resolve: %+v", got)
-	}
-	if len(p.free) != 2 {
-		t.Fatalf("%d nodes free after the second resolve, want the first pair's 2", len(p.free))
 	}
 	if got := p.Drain(); len(got) != 3 {
 		t.Fatalf("drain: %d results, want 3", len(got))
@@ -63,7 +57,7 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 			t.Fatal("nothing resolved")
 		}
 	}
-	for range 10 { // warm the free list and the scratch arrays
+	for range 10 { // warm the queues and the scratch arrays
 		round()
 	}
 	if n := testing.AllocsPerRun(100, round); n != 0 {
