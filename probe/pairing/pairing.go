@@ -207,8 +207,8 @@ type Pairer struct {
 	// Working memory of resolve, reused: at thousands of requests per
 	// second fresh arrays for every resolve were a third of the probe's
 	// CPU.
-	scratch  scratch
-	match    matcher
+	scratch scratch
+	match   matcher
 }
 
 // scratch holds resolve's working arrays between calls.
