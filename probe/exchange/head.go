@@ -64,26 +64,28 @@ func Header(head []byte, name string) (string, bool) {
 	return string(v), ok
 }
 
-// headerValue is Header without the copy: the value is a part of head.
+// headerValue is Header without the copy: the value is a part of head. It
+// runs for every exchange with a head (probe/pairing looks for the request
+// ID): it walks the lines once, by their line feeds, and compares a name
+// only where the line has a colon just after as many bytes.
 func headerValue(head []byte, name string) ([]byte, bool) {
-	eol := bytes.Index(head, []byte("\r\n"))
-	if eol < 0 {
-		return nil, false
+	nl := bytes.IndexByte(head, '\n')
+	if nl <= 1 || head[nl-1] != '\r' {
+		return nil, false // no request line
 	}
-	rest := head[eol+2:]
+	rest := head[nl+1:]
 	for {
-		eol = bytes.Index(rest, []byte("\r\n"))
-		if eol <= 0 { // truncated line, or the empty line ending the headers
-			return nil, false
+		nl = bytes.IndexByte(rest, '\n')
+		if nl <= 0 || rest[nl-1] != '\r' {
+			return nil, false // truncated line (or a bare LF)
 		}
-		line := rest[:eol]
-		rest = rest[eol+2:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			continue
+		line := rest[:nl-1]
+		if len(line) == 0 {
+			return nil, false // the empty line ending the headers
 		}
-		if strings.EqualFold(string(line[:colon]), name) {
-			return bytes.TrimSpace(line[colon+1:]), true
+		rest = rest[nl+1:]
+		if len(line) > len(name) && line[len(name)] == ':' && strings.EqualFold(string(line[:len(name)]), name) {
+			return bytes.TrimSpace(line[len(name)+1:]), true
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package exchange
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseRequestLine(t *testing.T) {
 	cases := []struct {
@@ -45,4 +48,47 @@ func TestIsTLSHandshake(t *testing.T) {
 	if IsTLSHandshake([]byte("GET / HTTP/1.1")) || IsTLSHandshake([]byte{0x17, 0x03, 0x03}) {
 		t.Fatal("non-handshake recognised as handshake")
 	}
+}
+
+// requestIDReference is RequestID written the plain way: split the head
+// into CRLF-terminated lines, skip the request line, stop at the empty
+// line, at a truncated line or at a line with a bare LF.
+func requestIDReference(head []byte) (string, bool) {
+	lines := strings.Split(string(head), "\r\n")
+	lines = lines[:len(lines)-1] // the last piece has no CRLF: truncated
+	for i, line := range lines {
+		if line == "" || strings.Contains(line, "\n") {
+			return "", false
+		}
+		if i == 0 {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(name, "x-request-id") {
+			value = strings.TrimSpace(value)
+			return value, value != ""
+		}
+	}
+	return "", false
+}
+
+func FuzzRequestID(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 7f3a\r\n\r\n",
+		"GET / HTTP/1.1\r\nx-request-id:\t id \r\n",
+		"GET / HTTP/1.1\r\nx-request-id: 7f3a",
+		"GET / HTTP/1.1\r\n\r\nx-request-id: 1\r\n",
+		"GET / HTTP/1.1\nx-request-id: 1\r\n",
+		"GET / HTTP/1.1\r\nx-request-idx: 1\r\nx-request-id : 2\r\nX-REQUEST-ID:3\r\n",
+		"\r\nx-request-id: 1\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		got, ok := RequestID(head)
+		want, wantOK := requestIDReference(head)
+		if got != want || ok != wantOK {
+			t.Fatalf("RequestID(%q) = %q %v, want %q %v", head, got, ok, want, wantOK)
+		}
+	})
 }
