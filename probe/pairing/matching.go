@@ -31,8 +31,8 @@ type matcher struct {
 	next, label      int
 }
 
-// release drops the group's node pointers (nodes go back to the Pairer's
-// free list, and may be trimmed from it).
+// release drops the group's node pointers: they point into the arrays of
+// the Pairer's queues, which a later insert may replace.
 func (m *matcher) release() {
 	clear(m.edges)
 	clear(m.apps)
