@@ -111,9 +111,10 @@ type Result struct {
 // Exchange is what the Pairer keeps of an exchange.Event: its leg,
 // direction, ports and times. Pairing and everything downstream of it need
 // no more; the whole event (addresses, head) is four times the size and
-// holds pointers. At ten thousand requests per second copying events into
-// pending nodes that had gone cold in the cache, and the garbage
-// collector's work on them, were a third of the probe's CPU.
+// holds pointers. At ten thousand requests per second, copying events into
+// pending nodes that had gone cold in the cache was the largest single
+// cost of the probe's process (a seventh of its CPU), and the garbage
+// collector scanned every pending node.
 type Exchange struct {
 	// CLOCK_MONOTONIC nanoseconds, as in exchange.Event.
 	RequestStart, RequestEnd   uint64
@@ -516,7 +517,6 @@ type group struct {
 	end         uint64
 }
 
-// solve decides one connected group of candidates, appending to results.
 // linkTable holds each app's candidate edges: those of app ai are
 // flat[start[ai]:start[ai+1]].
 type linkTable struct {
@@ -525,6 +525,9 @@ type linkTable struct {
 
 func (t *linkTable) of(ai int) []int { return t.flat[t.start[ai]:t.start[ai+1]] }
 
+// solve decides one connected group of candidates, appending to results.
+// The group's indexes point into pendingEdges and pendingApps, the parts
+// of the queues that the resolve looked at.
 func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdges, pendingApps []node) []Result {
 	// Most groups are one request: one edge and one app exchange, each
 	// the other's only candidate. That pair is the only maximum matching,
