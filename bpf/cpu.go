@@ -82,7 +82,13 @@ func LoadCPUProbe(kernelTypes *btf.Cache) (*CPUProbe, error) {
 // SetFilter selects the cgroup subtree to account. Set it before Attach:
 // until then every non-idle task would be accounted.
 func (p *CPUProbe) SetFilter(f CPUFilter) error {
-	cfg := CpuCpuConfig{AncestorCgroupId: f.AncestorID, AncestorLevel: f.Level}
+	// Tasks born from now on are charged all their runtime; older ones
+	// only what they run after their first switch seen.
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		return fmt.Errorf("set cpu filter: clock_gettime: %w", err)
+	}
+	cfg := CpuCpuConfig{AncestorCgroupId: f.AncestorID, AncestorLevel: f.Level, SinceNs: uint64(now.Nano())}
 	if err := p.objs.CpuFilter.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("set cpu filter: %w", err)
 	}

@@ -20,17 +20,12 @@ type CpuCpuConfig struct {
 	DiscoverTgid     uint32
 	DiscoverPidnsDev uint64
 	DiscoverPidnsIno uint64
+	SinceNs          uint64
 }
 
 type CpuCpuKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
-}
-
-type CpuCpuSlice struct {
-	_         structs.HostLayout
-	Task      uint64
-	RuntimeNs uint64
 }
 
 type CpuCpuStat uint32
@@ -45,6 +40,11 @@ const (
 	CpuCpuStatCPU_STAT_MAX           CpuCpuStat = 6
 )
 
+type CpuTaskCpu struct {
+	_         structs.HostLayout
+	ChargedNs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -52,8 +52,8 @@ const (
 	CpuMapAncestry       = "ancestry"
 	CpuMapCpuFilter      = "cpu_filter"
 	CpuMapCpuNs          = "cpu_ns"
-	CpuMapCpuSlice       = "cpu_slice"
 	CpuMapCpuStats       = "cpu_stats"
+	CpuMapTaskCpu        = "task_cpu"
 	CpuProgOnSchedSwitch = "on_sched_switch"
 	CpuVarUnusedCpuStat  = "unused_cpu_stat"
 )
@@ -110,8 +110,8 @@ type CpuMapSpecs struct {
 	Ancestry  *ebpf.MapSpec `ebpf:"ancestry"`
 	CpuFilter *ebpf.MapSpec `ebpf:"cpu_filter"`
 	CpuNs     *ebpf.MapSpec `ebpf:"cpu_ns"`
-	CpuSlice  *ebpf.MapSpec `ebpf:"cpu_slice"`
 	CpuStats  *ebpf.MapSpec `ebpf:"cpu_stats"`
+	TaskCpu   *ebpf.MapSpec `ebpf:"task_cpu"`
 }
 
 // CpuVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,8 +144,8 @@ type CpuMaps struct {
 	Ancestry  *ebpf.Map `ebpf:"ancestry"`
 	CpuFilter *ebpf.Map `ebpf:"cpu_filter"`
 	CpuNs     *ebpf.Map `ebpf:"cpu_ns"`
-	CpuSlice  *ebpf.Map `ebpf:"cpu_slice"`
 	CpuStats  *ebpf.Map `ebpf:"cpu_stats"`
+	TaskCpu   *ebpf.Map `ebpf:"task_cpu"`
 }
 
 func (m *CpuMaps) Close() error {
@@ -153,8 +153,8 @@ func (m *CpuMaps) Close() error {
 		m.Ancestry,
 		m.CpuFilter,
 		m.CpuNs,
-		m.CpuSlice,
 		m.CpuStats,
+		m.TaskCpu,
 	)
 }
 

@@ -20,7 +20,23 @@ import (
 // milliseconds of CPU and exit: a workload with a known CPU time.
 const burnEnv = "KMESH_TEST_BURN_CPU_MS"
 
+// pulseEnv makes the test binary, re-executed as a child, alternate 2 ms
+// of CPU and 1 ms of sleep for the given milliseconds of wall time: a task
+// that switches out often, as a proxy's threads do.
+const pulseEnv = "KMESH_TEST_PULSE_MS"
+
 func TestMain(m *testing.M) {
+	if v := os.Getenv(pulseEnv); v != "" {
+		var msec int
+		if _, err := fmt.Sscan(v, &msec); err != nil {
+			os.Exit(2)
+		}
+		for end := time.Now().Add(time.Duration(msec) * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			for burst := time.Now().Add(2 * time.Millisecond); time.Now().Before(burst); {
+			}
+		}
+		os.Exit(0)
+	}
 	if v := os.Getenv(pingPongEnv); v != "" {
 		pingPong(v == "first")
 		os.Exit(0)
@@ -268,6 +284,62 @@ func TestCPUAccountingShortSlices(t *testing.T) {
 	}
 	if len(usage) != 1 {
 		t.Errorf("usage for %d cgroups, want only the filtered one: %v", len(usage), usage)
+	}
+}
+
+// A task that was running before the accounting started is charged what it
+// runs after: its runtime until its first switch-out seen is not known to be
+// the pod's (it may have joined the cgroup since), so it is skipped. The
+// comparison is with the cgroup's cpu.stat over the same span; the skipped
+// part before the start is a third of the child's CPU, so charging it
+// would fail the test.
+func TestCPUAccountingTaskOlderThanProbe(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Mount(t)
+	dir := filepath.Join(root, fmt.Sprintf("kmesh-cpu-older-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	filter, err := CPUFilterForPath(root, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), pulseEnv+"=900")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child in cgroup: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	p := attachedCPUProbe(t, filter)
+	atStart, err := cgroupUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	after, err := cgroupUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := after - atStart
+	usage, err := p.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := usage[filter.AncestorID]
+	t.Logf("accounted %v; cgroup cpu.stat %v since the probe started, %v in all", got, want, after)
+	// One slice per thread (2 ms bursts) may fall before the first
+	// switch-out seen.
+	if d := got - want; d > want/10+5*time.Millisecond || d < -want/10-5*time.Millisecond {
+		t.Errorf("accounted %v, cgroup cpu.stat since the probe started %v", got, want)
 	}
 }
 

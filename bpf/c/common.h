@@ -175,6 +175,10 @@ struct cpu_config {
 	 * inode, as bpf_get_ns_current_pid_tgid() takes them. */
 	__u64 discover_pidns_dev;
 	__u64 discover_pidns_ino;
+	/* When accounting started (CLOCK_MONOTONIC ns, as task_struct's
+	 * start_time): a task born since has all of its runtime charged at
+	 * its first switch-out; an older one only what it runs after that. */
+	__u64 since_ns;
 };
 
 /* Depth of the ancestry map: cgroup levels recorded by discovery. */

@@ -15,18 +15,27 @@
  * not show the probe its cgroup (cgroup namespace; no cgroup2 mount inside
  * containers on hybrid v1/v2 hosts), the kernel always knows it.
  *
- * At every context switch the task being switched out is charged with the
- * CPU time the scheduler itself accounted to it while it ran: the growth of
- * its se.sum_exec_runtime since it was switched in on this CPU (a CO-RE
- * read at both ends). That is the figure behind the cgroup's cpu.stat, the
- * task's /proc stat and getrusage(2), so the probe agrees with them by
- * construction; timing the slice with bpf_ktime_get_ns() instead came out
- * about 1 us per slice short (3-6% of a proxy's CPU, which runs in many
- * short slices), the scheduler's clock being read at other points of
- * __schedule() than the tracepoint. The switched-out task is still
+ * At every context switch the task being switched out, if it belongs to the
+ * pod, is charged with the CPU time the scheduler itself accounted to it:
+ * the growth of its se.sum_exec_runtime since it was last charged, kept
+ * with the task in task storage. That is the figure behind the cgroup's
+ * cpu.stat, the task's /proc stat and getrusage(2), so the probe agrees
+ * with them by construction; timing the slice with bpf_ktime_get_ns()
+ * instead came out about 1 us per slice short (3-6% of a proxy's CPU, which
+ * runs in many short slices), the scheduler's clock being read at other
+ * points of __schedule() than the tracepoint. The switched-out task is still
  * "current" when the tracepoint fires, so bpf_get_current_cgroup_id() names
  * its cgroup without reading task_struct->cgroups by hand. A task still
- * running is charged at its next switch.
+ * running is charged at its next switch. A task born after accounting
+ * started is charged all its runtime at its first switch-out; an older one
+ * only what it runs after that (before, it may have run outside the pod).
+ *
+ * Keeping the last charge per task, not per CPU, means the switch of a task
+ * outside the pod costs a map lookup and one helper call, and nothing is
+ * read of the task switched in. This program runs at every context switch
+ * of the node, and the workload's own switches (several per request) wait
+ * for it. Task storage is freed by the kernel with the task: no table of
+ * dead tasks to fill.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -42,7 +51,7 @@ enum cpu_stat {
 	CPU_STAT_ACCOUNTED,     /* switches whose time was charged to a cgroup */
 	CPU_STAT_IDLE,          /* switches away from the idle task */
 	CPU_STAT_FILTERED,      /* switches of tasks outside the configured cgroup */
-	CPU_STAT_MAP_FULL,      /* time lost: cpu_ns had no room for a cgroup */
+	CPU_STAT_MAP_FULL,      /* time lost: no room in cpu_ns for a cgroup, or no task storage */
 	CPU_STAT_PREV_MISMATCH, /* prev was not current (never expected) */
 	CPU_STAT_MAX,
 };
@@ -50,20 +59,18 @@ enum cpu_stat {
 /* Referenced only so that BTF carries the enum for bpf2go (-type cpu_stat). */
 const enum cpu_stat *unused_cpu_stat __attribute__((unused));
 
-/* The task switched in at the last context switch on a CPU, and its
- * se.sum_exec_runtime then. */
-struct cpu_slice {
-	__u64 task; /* struct task_struct *, compared only */
-	__u64 runtime_ns;
+/* A pod task's se.sum_exec_runtime when it was last charged. */
+struct task_cpu {
+	__u64 charged_ns;
 };
 
-/* The slice running on each CPU. */
+/* Per task, created at its first switch-out in the pod. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cpu_slice);
-} cpu_slice SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_cpu);
+} task_cpu SEC(".maps");
 
 /* On-CPU nanoseconds per cgroup v2 id, per CPU (no atomics needed); the Go
  * side sums the CPUs. */
@@ -147,37 +154,24 @@ static __always_inline int is_discovered_process(const struct cpu_config *cfg)
 
 /* Hook: raw tracepoint sched_switch(bool preempt, struct task_struct *prev,
  * struct task_struct *next, unsigned int prev_state). Needs CAP_PERFMON
- * (raw tracepoint attach, and the CO-RE reads of prev->pid and of both
- * tasks' se.sum_exec_runtime, which read kernel memory). The scheduler has
+ * (raw tracepoint attach, and the CO-RE reads of prev's pid, start_time and
+ * se.sum_exec_runtime, which read kernel memory). The scheduler has
  * updated prev's runtime (put_prev_task or the dequeue of a blocking task)
  * before the tracepoint fires. */
 SEC("raw_tracepoint/sched_switch")
 int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct task_struct *prev = (struct task_struct *)ctx->args[1];
-	struct task_struct *next = (struct task_struct *)ctx->args[2];
 	__u32 zero = 0;
 	struct cpu_config *cfg;
-	struct cpu_slice *slice;
+	struct task_cpu *tc;
 	struct cpu_key key;
 	__u64 start, runtime, delta, *total;
-	int first;
 
 	count(CPU_STAT_SWITCHES);
-	slice = bpf_map_lookup_elem(&cpu_slice, &zero);
 	cfg = bpf_map_lookup_elem(&cpu_filter, &zero);
-	if (!slice || !cfg)
+	if (!cfg)
 		return 0;
-	/* Every switch starts next's slice: remember its runtime so far. The
-	 * first switch seen on a CPU ends a slice that started before the
-	 * probe: its start is unknown. */
-	first = slice->task != (__u64)prev;
-	start = slice->runtime_ns;
-	slice->task = (__u64)next;
-	slice->runtime_ns = BPF_CORE_READ(next, se.sum_exec_runtime);
-	if (first)
-		return 0;
-
 	if (cfg->discover_tgid != 0) {
 		if (is_discovered_process(cfg))
 			record_ancestry();
@@ -203,6 +197,24 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	runtime = BPF_CORE_READ(prev, se.sum_exec_runtime);
+	/* Task storage takes the task as a typed pointer: the current task's,
+	 * which is prev's (checked above). */
+	tc = bpf_task_storage_get(&task_cpu, bpf_get_current_task_btf(), 0, 0);
+	if (tc) {
+		start = tc->charged_ns;
+	} else {
+		tc = bpf_task_storage_get(&task_cpu, bpf_get_current_task_btf(), 0,
+					  BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!tc) {
+			count(CPU_STAT_MAP_FULL);
+			return 0;
+		}
+		/* The first switch-out seen of this task: born since the
+		 * accounting started, all it ran is new; older, its runtime
+		 * until now is not known to be the pod's and is skipped. */
+		start = BPF_CORE_READ(prev, start_time) >= cfg->since_ns ? 0 : runtime;
+	}
+	tc->charged_ns = runtime;
 	/* Only the idle task's runtime stays still; none shrinks. */
 	delta = runtime > start ? runtime - start : 0;
 

@@ -129,6 +129,12 @@ var Features = []Feature{
 		func() error {
 			return features.HaveProgramHelper(ebpf.RawTracepoint, asm.FnGetNsCurrentPidTgid)
 		}},
+	{"BPF task storage", "kernel 5.11+ for tracing programs", "remember per task what CPU time it was last charged",
+		func() error { return features.HaveMapType(ebpf.TaskStorage) }},
+	{"bpf_get_current_task_btf", "kernel 5.11+", "name the switched-out task to its task storage",
+		func() error {
+			return features.HaveProgramHelper(ebpf.RawTracepoint, asm.FnGetCurrentTaskBtf)
+		}},
 	{"bpf_skb_cgroup_id", "CONFIG_SOCK_CGROUP_DATA, kernel 4.18+", "tell the proxy's container by the sockets answering on the service ports",
 		func() error { return features.HaveProgramHelper(ebpf.SchedCLS, asm.FnSkbCgroupId) }},
 }
