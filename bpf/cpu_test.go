@@ -105,12 +105,7 @@ func cgroup2Mount(t *testing.T) string {
 func TestCPUAccountingMatchesRusage(t *testing.T) {
 	requireRoot(t)
 	root := cgroup2Mount(t)
-	dir := filepath.Join(root, fmt.Sprintf("kmesh-cpu-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.Remove(dir) })
-
+	dir := testCgroup(t, root, "kmesh-cpu-test")
 	filter, err := CPUFilterForPath(root, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -120,20 +115,8 @@ func TestCPUAccountingMatchesRusage(t *testing.T) {
 	}
 	p := attachedCPUProbe(t, filter)
 
-	cg, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
 	const burn = 300 * time.Millisecond
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", burnEnv, burn.Milliseconds()))
-	// Born inside the cgroup (clone3 CLONE_INTO_CGROUP): none of its CPU
-	// is spent elsewhere.
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child in cgroup: %v", err)
-	}
+	cmd := startInCgroup(t, dir, fmt.Sprintf("%s=%d", burnEnv, burn.Milliseconds()))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
@@ -296,26 +279,12 @@ func TestCPUAccountingShortSlices(t *testing.T) {
 func TestCPUAccountingTaskOlderThanProbe(t *testing.T) {
 	requireRoot(t)
 	root := cgroup2Mount(t)
-	dir := filepath.Join(root, fmt.Sprintf("kmesh-cpu-older-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.Remove(dir) })
+	dir := testCgroup(t, root, "kmesh-cpu-older")
 	filter, err := CPUFilterForPath(root, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cg, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), pulseEnv+"=900")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start child in cgroup: %v", err)
-	}
+	cmd := startInCgroup(t, dir, pulseEnv+"=900")
 	time.Sleep(300 * time.Millisecond)
 	p := attachedCPUProbe(t, filter)
 	atStart, err := cgroupUsage(dir)
@@ -341,6 +310,37 @@ func TestCPUAccountingTaskOlderThanProbe(t *testing.T) {
 	if d := got - want; d > want/10+5*time.Millisecond || d < -want/10-5*time.Millisecond {
 		t.Errorf("accounted %v, cgroup cpu.stat since the probe started %v", got, want)
 	}
+}
+
+// testCgroup makes an empty cgroup v2 below root for one test, removed
+// after it.
+func testCgroup(t *testing.T, root, prefix string) string {
+	t.Helper()
+	dir := filepath.Join(root, fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	return dir
+}
+
+// startInCgroup starts the test binary as a child with env added, born
+// inside the cgroup dir (clone3 CLONE_INTO_CGROUP): none of its CPU is
+// spent elsewhere.
+func startInCgroup(t *testing.T, dir string, env ...string) *exec.Cmd {
+	t.Helper()
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child in cgroup %s: %v", dir, err)
+	}
+	return cmd
 }
 
 // cgroupUsage reads usage_usec from a cgroup v2 directory's cpu.stat.
