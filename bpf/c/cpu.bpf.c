@@ -59,7 +59,7 @@ enum cpu_stat {
 /* Referenced only so that BTF carries the enum for bpf2go (-type cpu_stat). */
 const enum cpu_stat *unused_cpu_stat __attribute__((unused));
 
-/* A pod task's se.sum_exec_runtime when it was last charged. */
+/* A pod task's se.sum_exec_runtime when it was last charged; 0 when new. */
 struct task_cpu {
 	__u64 charged_ns;
 };
@@ -199,21 +199,19 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 	runtime = BPF_CORE_READ(prev, se.sum_exec_runtime);
 	/* Task storage takes the task as a typed pointer: the current task's,
 	 * which is prev's (checked above). */
-	tc = bpf_task_storage_get(&task_cpu, bpf_get_current_task_btf(), 0, 0);
-	if (tc) {
-		start = tc->charged_ns;
-	} else {
-		tc = bpf_task_storage_get(&task_cpu, bpf_get_current_task_btf(), 0,
-					  BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (!tc) {
-			count(CPU_STAT_MAP_FULL);
-			return 0;
-		}
-		/* The first switch-out seen of this task: born since the
-		 * accounting started, all it ran is new; older, its runtime
-		 * until now is not known to be the pod's and is skipped. */
-		start = BPF_CORE_READ(prev, start_time) >= cfg->since_ns ? 0 : runtime;
+	tc = bpf_task_storage_get(&task_cpu, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tc) {
+		count(CPU_STAT_MAP_FULL);
+		return 0;
 	}
+	start = tc->charged_ns;
+	if (start == 0)
+		/* Just created (a task charged once has run): the first
+		 * switch-out seen of this task. Born since the accounting
+		 * started, all it ran is new; older, its runtime until now is
+		 * not known to be the pod's and is skipped. */
+		start = BPF_CORE_READ(prev, start_time) >= cfg->since_ns ? 0 : runtime;
 	tc->charged_ns = runtime;
 	/* Only the idle task's runtime stays still; none shrinks. */
 	delta = runtime > start ? runtime - start : 0;

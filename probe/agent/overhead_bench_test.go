@@ -360,6 +360,24 @@ type probeCost struct {
 	busy    time.Duration // CPU time the whole machine spent not idle (/proc/stat)
 }
 
+// schedProg is the sched_switch program: it runs at every context switch of
+// the node, whatever the pod does, so it is reported per second, not per
+// request like the TC programs, which run per packet of the traffic.
+const schedProg = "on_sched_switch"
+
+// programs splits the eBPF run time into the TC programs' and the
+// sched_switch program's; ok tells whether the latter ran at all.
+func (c probeCost) programs() (tc, sched time.Duration, ok bool) {
+	for name, d := range c.bpf {
+		if name == schedProg {
+			sched, ok = d, true
+		} else {
+			tc += d
+		}
+	}
+	return tc, sched, ok
+}
+
 func (c probeCost) minus(o probeCost) probeCost {
 	out := probeCost{cpu: c.cpu - o.cpu, busy: c.busy - o.busy, bpf: map[string]time.Duration{}, bpfRuns: map[string]uint64{}}
 	for k, v := range c.bpf {
@@ -481,23 +499,17 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		}
 		return medianF(f)
 	}
-	// The TC programs run per packet of the measured traffic; the
-	// sched_switch program runs at every context switch of the node,
-	// whatever the pod does, so it is reported per second, not per request.
-	const schedProg = "on_sched_switch"
 	var cpuPct, cpuPer1k, tcPer1k, schedPct, rss, hwm []float64
 	bpfByProg := map[string][]float64{}
 	for _, c := range costs {
 		secs := overheadDuration.Seconds()
 		cpuPct = append(cpuPct, 100*c.cpu.Seconds()/secs)
 		cpuPer1k = append(cpuPer1k, 100*c.cpu.Seconds()/secs/(c.rps/1000))
-		var tc time.Duration
+		tc, sched, ok := c.programs()
+		if ok {
+			schedPct = append(schedPct, 100*sched.Seconds()/secs)
+		}
 		for name, d := range c.bpf {
-			if name == schedProg {
-				schedPct = append(schedPct, 100*d.Seconds()/secs)
-			} else {
-				tc += d
-			}
 			if c.bpfRuns[name] > 0 {
 				bpfByProg[name] = append(bpfByProg[name], float64(d.Nanoseconds())/float64(c.bpfRuns[name]))
 			}
@@ -561,14 +573,7 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		for _, c := range costs {
 			secs := overheadMaxRun.Seconds()
 			procMax = append(procMax, 100*c.atMax.cpu.Seconds()/secs)
-			var tc, sched time.Duration
-			for name, d := range c.atMax.bpf {
-				if name != schedProg {
-					tc += d
-				} else {
-					sched = d
-				}
-			}
+			tc, sched, _ := c.atMax.programs()
 			tcMax = append(tcMax, 100*tc.Seconds()/secs)
 			schedMax = append(schedMax, 100*sched.Seconds()/secs)
 			if c.atMax.busy > 0 {
@@ -578,10 +583,10 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: process, % core", "", medianF(procMax))
 		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: TC, % core", "", medianF(tcMax))
 		fmt.Fprintf(w, "%-34s %12s %12.2f\n", "at max throughput: sched, % core", "", medianF(schedMax))
-		// When the machine's CPUs are what limits throughput (here they
-		// are: fortio, the proxy, the application and the probe share
-		// them), every CPU-second the probe takes is one the workload
-		// loses. Its share of the busy CPU is the throughput cost that
+		// When the machine's CPUs are what limits throughput, every
+		// CPU-second the probe takes is one the workload loses (here
+		// fortio, the proxy, the application and the probe share them;
+		// when they leave CPUs idle, the share is an upper bound). Its share of the busy CPU is the throughput cost that
 		// follows, with far less noise than the difference of two
 		// throughput runs.
 		if len(share) > 0 {

@@ -57,14 +57,8 @@ func ParseRequestLine(head []byte) (RequestLine, bool) {
 	return RequestLine{Method: method, Target: string(line[:i]), Proto: string(line[i+1:])}, true
 }
 
-// Header returns the value of the first header called name (case
-// insensitive) if its whole line lies inside head.
-func Header(head []byte, name string) (string, bool) {
-	v, ok := headerValue(head, name)
-	return string(v), ok
-}
-
-// headerValue is Header without the copy: the value is a part of head. It
+// headerValue returns the value of the first header called name (case
+// insensitive) if its whole line lies inside head, as a part of head. It
 // runs for every exchange with a head (probe/pairing looks for the request
 // ID): it walks the lines once, by their line feeds, and compares a name
 // only where the line has a colon just after as many bytes.
