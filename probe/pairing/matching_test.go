@@ -142,3 +142,41 @@ func BenchmarkResolveOverlapping(b *testing.B) {
 	cn := p.Counts()
 	b.ReportMetric(float64(cn.AmbiguousEdge)/float64(max(cn.Edge, 1)), "ambiguous/request")
 }
+
+// The candidate links that resolve finds in its sweep are exactly the
+// (edge, app) pairs where the edge contains the app on a matching port,
+// compared with every pair. Durations spread over three orders of
+// magnitude, so that long edges stay in flight over many short ones and
+// short ones leave the sweep's active list early.
+func TestCandidateLinksMatchBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	for round := 0; round < 200; round++ {
+		p := New(Config{Horizon: time.Second, PortMap: map[uint16]uint16{80: 8080}})
+		n := 1 + rng.IntN(60)
+		for i := 0; i < n; i++ {
+			at := uint64(rng.IntN(5000)) * us
+			dur := uint64(1+rng.IntN(3)) * uint64(1+rng.IntN(1000)) * us
+			port := []uint16{80, 8080, 9090}[rng.IntN(3)]
+			if rng.IntN(2) == 0 {
+				p.Add(edgeEv(port, uint16(40000+i), at, at+dur/4, at+dur/2, at+dur))
+			} else {
+				p.Add(appEv(port, uint16(50000+i), at, at+dur/4, at+dur/2, at+dur))
+			}
+		}
+		edges := slices.Clone(p.edges.pending())
+		apps := slices.Clone(p.apps.pending())
+		p.Drain()
+		links := &p.scratch.links
+		for ai := range apps {
+			var want []int
+			for ei := range edges {
+				if contains(&edges[ei].x, &apps[ai].x) && p.portMatches(&edges[ei].x, &apps[ai].x) {
+					want = append(want, ei)
+				}
+			}
+			if got := links.of(ai); !slices.Equal(got, want) {
+				t.Fatalf("round %d, app %d %+v: candidates %v, want %v", round, ai, apps[ai].x, got, want)
+			}
+		}
+	}
+}
