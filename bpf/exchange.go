@@ -255,9 +255,9 @@ func (p *ExchangeProbe) FlushIdle(idle time.Duration) (FlushResult, error) {
 }
 
 // EdgeServerCgroups returns, per edge port, the cgroup v2 id of the socket
-// that most recently sent response bytes from it on eth0: the proxy's
-// container when a sidecar intercepts the port, the application's when
-// nothing does.
+// that answered the latest connection on it (its first response bytes on
+// eth0): the proxy's container when a sidecar intercepts the port, the
+// application's when nothing does.
 func (p *ExchangeProbe) EdgeServerCgroups() (map[uint16]uint64, error) {
 	out := map[uint16]uint64{}
 	var port uint16

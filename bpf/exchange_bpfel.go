@@ -106,8 +106,9 @@ type ExchangeFlow struct {
 	Direction   uint8
 	Family      uint8
 	HeadLen     uint8
+	CgroupNoted uint8
 	Head        [64]uint8
-	_           [7]byte
+	_           [6]byte
 }
 
 type ExchangeFlowKey struct {

@@ -118,6 +118,7 @@ struct flow {
 	__u8 direction; /* enum direction */
 	__u8 family;
 	__u8 head_len;
+	__u8 cgroup_noted; /* edge: note_server_cgroup ran for this connection */
 	__u8 head[REQ_HEAD_LEN];
 };
 
@@ -170,8 +171,9 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-/* Edge server port (host order) -> cgroup v2 id of the socket that sent the
- * latest response payload from it on eth0 egress. With a sidecar this is the
+/* Edge server port (host order) -> cgroup v2 id of the socket that answered
+ * the latest connection on it (its first response payload on eth0 egress,
+ * note_server_cgroup). With a sidecar this is the
  * proxy's container: iptables REDIRECT hands the connection to the proxy,
  * whose socket answers. Userspace reads it to name the proxy's cgroup. */
 struct {
@@ -758,15 +760,24 @@ static __always_inline void orient(struct flow_key *key, const struct segment *s
 }
 
 /* note_server_cgroup records the cgroup of the socket answering on an edge
- * port. The map is written only when the value changes (a proxy restart
- * puts its new container behind the port), so steady traffic only reads. */
-static __always_inline void note_server_cgroup(struct __sk_buff *skb, __u16 port)
+ * port, once per connection: at its first response payload on egress (f
+ * is the connection's flow, NULL if not tracked yet). A socket's cgroup
+ * does not change, and a restarted proxy answers on new connections, so
+ * the connection's later responses would only read the same value again:
+ * in place that took a helper call and a hash lookup, ~150 ns, on every
+ * response packet. The map is written only when the value changes. */
+static __always_inline void note_server_cgroup(struct __sk_buff *skb, struct flow *f, __u16 port)
 {
-	__u64 cg = bpf_skb_cgroup_id(skb);
+	__u64 cg;
 	__u64 *known;
 
+	if (f && f->cgroup_noted)
+		return;
+	cg = bpf_skb_cgroup_id(skb);
 	if (cg == 0)
 		return; /* no full socket behind the packet (e.g. a RST by the stack) */
+	if (f)
+		f->cgroup_noted = 1;
 	known = bpf_map_lookup_elem(&edge_cgroups, &port);
 	if (known && *known == cg)
 		return;
@@ -801,12 +812,14 @@ static __always_inline int edge_packet(struct __sk_buff *skb, int ingress)
 		return TC_ACT_UNSPEC;
 	server_port = ingress ? seg.dport : seg.sport;
 	if (port_roles(server_port) & PORT_ROLE_EDGE) {
+		struct flow *f;
+
 		/* Inbound: a client calls a port of the pod. */
-		if (!ingress && seg.payload_len > 0)
-			note_server_cgroup(skb, server_port);
 		orient(&key, &seg, ingress, skb->ifindex);
-		track(skb, &seg, &key, bpf_map_lookup_elem(&flows, &key), ingress, LEG_EDGE,
-		      DIRECTION_INBOUND, CREATE_ANY);
+		f = bpf_map_lookup_elem(&flows, &key);
+		if (!ingress && seg.payload_len > 0)
+			note_server_cgroup(skb, f, server_port);
+		track(skb, &seg, &key, f, ingress, LEG_EDGE, DIRECTION_INBOUND, CREATE_ANY);
 		return TC_ACT_UNSPEC;
 	}
 	if (!track_outbound) {
