@@ -577,27 +577,33 @@ static __always_inline void on_request_payload(struct __sk_buff *skb, struct flo
 					       __u32 fresh, __u64 now)
 {
 	__u32 off = seg->payload_off + (seg->payload_len - fresh);
-	__u32 w = payload_word(skb, off, fresh);
 
+	/* The payload's first word is read only where a request line could
+	 * change the decision: after a 100 Continue, and inside a request
+	 * (pipelining). The common case, keep-alive's next request after a
+	 * response, starts a new exchange whatever its bytes: one load of
+	 * payload fewer per request on each leg. */
 	if (f->state == FLOW_RESPONSE) {
-		if (f->interim && !starts_request(w)) {
+		if (f->interim && !starts_request(payload_word(skb, off, fresh))) {
 			/* The response so far was "100 Continue": this is the
 			 * request body, still the same exchange. */
 			f->interim = 0;
 			f->state = FLOW_REQUEST;
-		} else {
-			/* Keep-alive: a new request after response bytes
-			 * ends the previous exchange. */
-			emit(f, key, 0);
-			reset_exchange(f);
+			f->req_end_ns = now;
+			f->req_bytes += fresh;
+			return;
 		}
+		/* Keep-alive: a new request after response bytes ends the
+		 * previous exchange. */
+		emit(f, key, 0);
+		reset_exchange(f);
 	}
 	if (f->state == FLOW_IDLE) {
 		f->state = FLOW_REQUEST;
 		f->req_start_ns = now;
 		f->requests = 1;
 		capture_head(skb, f, off, fresh);
-	} else if (starts_request(w)) {
+	} else if (starts_request(payload_word(skb, off, fresh))) {
 		/* A second request line before any response: pipelining. */
 		f->requests += 1;
 		f->flags |= EXCHANGE_F_PIPELINED;
