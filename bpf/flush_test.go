@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,6 +142,57 @@ func TestEdgeServerCgroup(t *testing.T) {
 	}
 	if got[directPort] != self || len(got) != 1 {
 		t.Errorf("edge server cgroups %v, want port %d -> %d (this process)", got, directPort, self)
+	}
+}
+
+// A restarted server answers on new connections from its new cgroup, and
+// the port follows it: the cgroup is noted once per connection, at its
+// first response, so the first connection to the new server moves the
+// port. The new listening socket is made while the test process sits in
+// another cgroup (a socket keeps its creator's cgroup, and accepted
+// sockets their listener's).
+func TestEdgeServerCgroupFollowsRestart(t *testing.T) {
+	requireRoot(t)
+	root, selfDir, self := selfCgroup(t)
+	otherDir := testCgroup(t, root, "kmesh-edge-cgroup-test")
+	other, err := CgroupID(otherDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPod(t)
+	probe := p.attach(t, map[uint16]PortRole{directPort: PortEdge})
+	served := func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "direct\n") }
+	addr := net.JoinHostPort(podAddr, "8081")
+
+	first := &http.Server{Handler: http.HandlerFunc(served), ReadHeaderTimeout: 5 * time.Second}
+	l1 := p.pod.listen(t, addr)
+	go func() { _ = first.Serve(l1) }()
+	p.drive(t, "8081", 2, 3)
+	if got, err := probe.EdgeServerCgroups(); err != nil || got[directPort] != self {
+		t.Fatalf("first server: edge server cgroups %v (%v), want port %d -> %d (this process)", got, err, directPort, self)
+	}
+	_ = first.Close()
+
+	moveSelf := func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+	}
+	// Back before the other cgroup is removed (cleanups run last first).
+	t.Cleanup(func() {
+		if err := moveSelf(selfDir); err != nil {
+			t.Errorf("move the test process back to %s: %v", selfDir, err)
+		}
+	})
+	if err := moveSelf(otherDir); err != nil {
+		t.Skipf("cannot move the test process into a test cgroup: %v", err)
+	}
+	l := p.pod.listen(t, addr)
+	if err := moveSelf(selfDir); err != nil {
+		t.Fatalf("move the test process back to %s: %v", selfDir, err)
+	}
+	serveHTTP(t, l, served)
+	p.drive(t, "8081", 1, 3)
+	if got, err := probe.EdgeServerCgroups(); err != nil || got[directPort] != other {
+		t.Fatalf("restarted server: edge server cgroups %v (%v), want port %d -> %d (the other cgroup; this process is %d)", got, err, directPort, other, self)
 	}
 }
 
