@@ -179,7 +179,6 @@ type node struct {
 	// instead of the IDs, two different IDs among a group's candidates
 	// collide with a probability of about 2^-64.
 	id   uint64
-	edge bool
 	used bool
 }
 
@@ -307,7 +306,7 @@ func (p *Pairer) Add(ev exchange.Event) {
 	}
 	// The head may be the reader's buffer, reused by its next Read: only
 	// the request ID read from it is kept.
-	n := node{x: exchangeOf(&ev), id: requestID(ev.Head), edge: isEdge}
+	n := node{x: exchangeOf(&ev), id: requestID(ev.Head)}
 	if isEdge {
 		p.edges.insert(&n)
 	} else {
