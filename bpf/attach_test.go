@@ -19,12 +19,14 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 )
 
-// serveHTTP serves a fixed body on l until the test ends.
-func serveHTTP(t *testing.T, l net.Listener, handler http.HandlerFunc) {
+// serveHTTP serves handler on l until the test ends, or until the caller
+// closes the server it returns.
+func serveHTTP(t *testing.T, l net.Listener, handler http.HandlerFunc) *http.Server {
 	t.Helper()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
+	return srv
 }
 
 // keepAliveRequests sends n sequential GETs on one connection and closes it.

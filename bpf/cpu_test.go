@@ -116,7 +116,7 @@ func TestCPUAccountingMatchesRusage(t *testing.T) {
 	p := attachedCPUProbe(t, filter)
 
 	const burn = 300 * time.Millisecond
-	cmd := startInCgroup(t, dir, fmt.Sprintf("%s=%d", burnEnv, burn.Milliseconds()))
+	cmd := startInCgroup(t, dir, nil, fmt.Sprintf("%s=%d", burnEnv, burn.Milliseconds()))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
@@ -221,27 +221,9 @@ func TestCPUAccountingShortSlices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(cgroupDir, role string, r, w *os.File) *exec.Cmd {
-		cg, err := os.Open(cgroupDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cg.Close()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), pingPongEnv+"="+role)
-		cmd.ExtraFiles = []*os.File{r, w}
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
-	before, err := cgroupUsage(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := start(dir, "first", r1, w2)
-	b := start(other, "second", r2, w1)
+	before := cgroupUsage(t, dir)
+	a := startInCgroup(t, dir, []*os.File{r1, w2}, pingPongEnv+"=first")
+	b := startInCgroup(t, other, []*os.File{r2, w1}, pingPongEnv+"=second")
 	for _, f := range []*os.File{r1, w1, r2, w2} {
 		f.Close()
 	}
@@ -250,10 +232,7 @@ func TestCPUAccountingShortSlices(t *testing.T) {
 			t.Fatalf("ping-pong child: %v", err)
 		}
 	}
-	after, err := cgroupUsage(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := cgroupUsage(t, dir)
 	want := after - before
 	usage, err := p.Usage()
 	if err != nil {
@@ -284,20 +263,14 @@ func TestCPUAccountingTaskOlderThanProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := startInCgroup(t, dir, pulseEnv+"=900")
+	cmd := startInCgroup(t, dir, nil, pulseEnv+"=900")
 	time.Sleep(300 * time.Millisecond)
 	p := attachedCPUProbe(t, filter)
-	atStart, err := cgroupUsage(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	atStart := cgroupUsage(t, dir)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
 	}
-	after, err := cgroupUsage(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := cgroupUsage(t, dir)
 	want := after - atStart
 	usage, err := p.Usage()
 	if err != nil {
@@ -324,10 +297,10 @@ func testCgroup(t *testing.T, root, prefix string) string {
 	return dir
 }
 
-// startInCgroup starts the test binary as a child with env added, born
-// inside the cgroup dir (clone3 CLONE_INTO_CGROUP): none of its CPU is
-// spent elsewhere.
-func startInCgroup(t *testing.T, dir string, env ...string) *exec.Cmd {
+// startInCgroup starts the test binary as a child with env added and files
+// as its descriptors 3 and up, born inside the cgroup dir (clone3
+// CLONE_INTO_CGROUP): none of its CPU is spent elsewhere.
+func startInCgroup(t *testing.T, dir string, files []*os.File, env ...string) *exec.Cmd {
 	t.Helper()
 	cg, err := os.Open(dir)
 	if err != nil {
@@ -336,6 +309,7 @@ func startInCgroup(t *testing.T, dir string, env ...string) *exec.Cmd {
 	defer cg.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start child in cgroup %s: %v", dir, err)
@@ -344,21 +318,23 @@ func startInCgroup(t *testing.T, dir string, env ...string) *exec.Cmd {
 }
 
 // cgroupUsage reads usage_usec from a cgroup v2 directory's cpu.stat.
-func cgroupUsage(dir string) (time.Duration, error) {
+func cgroupUsage(t *testing.T, dir string) time.Duration {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
-		return 0, err
+		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
 			var us int64
 			if _, err := fmt.Sscan(v, &us); err != nil {
-				return 0, err
+				t.Fatalf("%s/cpu.stat: %v", dir, err)
 			}
-			return time.Duration(us) * time.Microsecond, nil
+			return time.Duration(us) * time.Microsecond
 		}
 	}
-	return 0, fmt.Errorf("no usage_usec in %s/cpu.stat", dir)
+	t.Fatalf("no usage_usec in %s/cpu.stat", dir)
+	return 0
 }
 
 // attachedCPUProbe loads the CPU probe, gives it filter and attaches it; the test closes it.

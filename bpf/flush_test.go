@@ -164,9 +164,7 @@ func TestEdgeServerCgroupFollowsRestart(t *testing.T) {
 	served := func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "direct\n") }
 	addr := net.JoinHostPort(podAddr, "8081")
 
-	first := &http.Server{Handler: http.HandlerFunc(served), ReadHeaderTimeout: 5 * time.Second}
-	l1 := p.pod.listen(t, addr)
-	go func() { _ = first.Serve(l1) }()
+	first := serveHTTP(t, p.pod.listen(t, addr), served)
 	p.drive(t, "8081", 2, 3)
 	if got, err := probe.EdgeServerCgroups(); err != nil || got[directPort] != self {
 		t.Fatalf("first server: edge server cgroups %v (%v), want port %d -> %d (this process)", got, err, directPort, self)

@@ -586,9 +586,10 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		// When the machine's CPUs are what limits throughput, every
 		// CPU-second the probe takes is one the workload loses (here
 		// fortio, the proxy, the application and the probe share them;
-		// when they leave CPUs idle, the share is an upper bound). Its share of the busy CPU is the throughput cost that
-		// follows, with far less noise than the difference of two
-		// throughput runs.
+		// when they leave CPUs idle, the share is an upper bound). Its
+		// share of the busy CPU is the throughput cost that follows,
+		// with far less noise than the difference of two throughput
+		// runs.
 		if len(share) > 0 {
 			fmt.Fprintf(w, "%-34s %12s %11.2f%%\n", "  probe's share of the busy CPU", "", medianF(share))
 			b.ReportMetric(medianF(share), "max-cpu-share-%")
