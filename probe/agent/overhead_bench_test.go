@@ -34,6 +34,7 @@ var (
 	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
 	overheadProfile  = flag.String("overhead.cpu-profile", "", "write the probe's Go CPU profile to this file (each repetition overwrites it: the last one stays)")
 	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
+	overheadCostOnly = flag.Bool("overhead.costs-only", false, "run only the arm with kernel BPF statistics on: the probe's costs without the client-side comparison (for comparing versions of the probe)")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
 )
 
@@ -46,102 +47,160 @@ var (
 // (kernel BPF statistics). Run with -benchtime 1x; one iteration is the
 // whole experiment.
 //
+// Kernel BPF statistics are themselves a cost: while they are on, every
+// program run reads the clock twice and updates a counter, ~50 ns on this
+// machine (BenchmarkProgramsPerRequest with kernel.bpf_stats_enabled 0 and
+// 1), which a pod does not pay: the kernel keeps them off unless asked. So
+// each repetition has three arms: no probe and the probe as in a pod
+// (statistics off) give the client's numbers, side by side; a third arm,
+// the probe with statistics on, gives its costs (and shows what the
+// statistics add).
+//
 //	go test ./probe/agent -run '^$' -bench ProbeOverhead -benchtime 1x
 func BenchmarkProbeOverhead(b *testing.B) {
 	requireRoot(b)
+	if v, err := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); err == nil && strings.TrimSpace(string(v)) != "0" {
+		b.Fatalf("kernel.bpf_stats_enabled is %s: every BPF program run would pay for statistics in the arm that must not; run sysctl -w kernel.bpf_stats_enabled=0 first", strings.TrimSpace(string(v)))
+	}
 	bin := buildProbe(b)
 	pod, proxy, url := benchPod(b)
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		b.Fatalf("enable BPF run-time statistics: %v", err)
-	}
-	defer stats.Close()
 
 	for b.Loop() {
-		var off, on []fixture.LoadResult
-		var maxOff, maxOn []float64
-		var costs []probeCost
+		var runs [armCount]armRuns
 		for rep := 0; rep < *overheadReps; rep++ {
 			// Alternate the order so drift of the machine load does not
-			// favour one side.
-			for _, withProbe := range []bool{rep%2 == 0, rep%2 != 0} {
-				var p *probeProcess
-				if withProbe {
-					if p, err = startProbeProcess(pod, bin); err != nil {
-						b.Fatal(err)
-					}
-				}
-				fixed := fixture.LoadOptions{URL: url, QPS: *overheadQPS, Duration: *overheadWarmup, Connections: *overheadConns}
-				var warm fixture.LoadResult
-				if *overheadWarmup > 0 {
-					if warm, err = fixture.RunLoad(pod.Client, fixed); err != nil {
-						b.Fatal(err)
-					}
-				}
-				before := p.sample()
-				if p != nil && *overheadFrozen {
-					_ = p.cmd.Process.Signal(syscall.SIGSTOP)
-				}
-				fixed.Duration = *overheadDuration
-				res, err := fixture.RunLoad(pod.Client, fixed)
-				if p != nil && *overheadFrozen {
-					_ = p.cmd.Process.Signal(syscall.SIGCONT)
-				}
+			// favour one side; no probe and the probe as in a pod stay
+			// next to each other.
+			order := []overheadArm{armNone, armProbe, armMeasured}
+			if rep%2 != 0 {
+				slices.Reverse(order)
+			}
+			if *overheadCostOnly {
+				order = []overheadArm{armMeasured}
+			}
+			for _, arm := range order {
+				res, maxQPS, cost, err := runArm(arm, pod, proxy, bin, url)
 				if err != nil {
 					b.Fatal(err)
 				}
-				after := p.sample()
-				var maxQPS float64
-				var atMax probeCost
-				sent := res.Requests + int64(*overheadConns) // fortio warms each connection up
-				if *overheadWarmup > 0 {
-					sent += warm.Requests + int64(*overheadConns)
+				r := &runs[arm]
+				r.fixed, r.max = append(r.fixed, res), append(r.max, maxQPS)
+				if arm == armMeasured {
+					r.costs = append(r.costs, cost)
 				}
-				if *overheadMaxRun > 0 {
-					before := p.sample()
-					mres, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: -1,
-						Duration: *overheadMaxRun, Connections: *overheadConns})
-					if err != nil {
-						b.Fatal(err)
-					}
-					atMax = p.sample().minus(before)
-					atMax.rps = mres.ActualQPS
-					maxQPS = mres.ActualQPS
-					sent += mres.Requests + int64(*overheadConns)
-				}
-				if _, err := proxy.Take(); err != nil {
-					b.Fatal(err)
-				}
-				if withProbe {
-					c := after.minus(before)
-					c.rps = res.ActualQPS
-					c.hwm = after.hwm // a peak, not a difference
-					seen, err := p.requestsSeen()
-					if err != nil {
-						b.Fatal(err)
-					}
-					c.seen, c.sent = seen, sent
-					// The peak over the runs and the /metrics read,
-					// from the process's own VmHWM. Not the rusage of
-					// the exited child: exec records the RSS peak of
-					// the memory it replaces, which after Go's
-					// vfork-style clone is this test's (fortio and
-					// all), ~40 MiB.
-					c.rss = p.sample().hwm
-					if err := p.stop(); err != nil {
-						b.Fatal(err)
-					}
-					c.atMax = &atMax
-					costs = append(costs, c)
-					on, maxOn = append(on, res), append(maxOn, maxQPS)
-				} else {
-					off, maxOff = append(off, res), append(maxOff, maxQPS)
-				}
-				b.Logf("rep %d probe=%v: %.0f rps p50 %v p99 %v; max %.0f rps", rep, withProbe, res.ActualQPS, res.P50, res.P99, maxQPS)
+				b.Logf("rep %d %s: %.0f rps p50 %v p99 %v; max %.0f rps", rep, arm, res.ActualQPS, res.P50, res.P99, maxQPS)
 			}
 		}
-		report(b, off, on, maxOff, maxOn, costs)
+		report(b, runs)
 	}
+}
+
+// overheadArm is one way BenchmarkProbeOverhead runs the load.
+type overheadArm int
+
+const (
+	armNone     overheadArm = iota // no probe: the baseline
+	armProbe                       // the probe as in a pod (kernel BPF statistics off): the client's numbers
+	armMeasured                    // the probe with kernel BPF statistics on: its costs
+	armCount
+)
+
+func (a overheadArm) String() string {
+	return [...]string{"no probe", "probe", "probe+stats"}[a]
+}
+
+// armRuns is what one arm gave over the repetitions.
+type armRuns struct {
+	fixed []fixture.LoadResult
+	max   []float64   // maximum throughput, rps
+	costs []probeCost // armMeasured only
+}
+
+// runArm runs one arm: a warm-up, the fixed-rate run and the
+// maximum-throughput run, with the probe started (and kernel statistics
+// on) as the arm says. The cost is filled for armMeasured.
+func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url string) (res fixture.LoadResult, maxQPS float64, c probeCost, err error) {
+	var p *probeProcess
+	if arm == armMeasured {
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			return res, 0, c, fmt.Errorf("enable BPF run-time statistics: %w", err)
+		}
+		defer stats.Close()
+	}
+	if arm != armNone {
+		if p, err = startProbeProcess(pod, bin); err != nil {
+			return res, 0, c, err
+		}
+		defer func() {
+			if p != nil {
+				_ = p.stop()
+			}
+		}()
+	}
+	fixed := fixture.LoadOptions{URL: url, QPS: *overheadQPS, Duration: *overheadWarmup, Connections: *overheadConns}
+	var warm fixture.LoadResult
+	if *overheadWarmup > 0 {
+		if warm, err = fixture.RunLoad(pod.Client, fixed); err != nil {
+			return res, 0, c, err
+		}
+	}
+	before := p.sample()
+	if p != nil && *overheadFrozen {
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+	fixed.Duration = *overheadDuration
+	res, err = fixture.RunLoad(pod.Client, fixed)
+	if p != nil && *overheadFrozen {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	if err != nil {
+		return res, 0, c, err
+	}
+	after := p.sample()
+	var atMax probeCost
+	sent := res.Requests + int64(*overheadConns) // fortio warms each connection up
+	if *overheadWarmup > 0 {
+		sent += warm.Requests + int64(*overheadConns)
+	}
+	if *overheadMaxRun > 0 {
+		before := p.sample()
+		mres, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: -1,
+			Duration: *overheadMaxRun, Connections: *overheadConns})
+		if err != nil {
+			return res, 0, c, err
+		}
+		atMax = p.sample().minus(before)
+		atMax.rps = mres.ActualQPS
+		maxQPS = mres.ActualQPS
+		sent += mres.Requests + int64(*overheadConns)
+	}
+	if _, err := proxy.Take(); err != nil {
+		return res, 0, c, err
+	}
+	if arm == armMeasured {
+		c = after.minus(before)
+		c.rps = res.ActualQPS
+		c.hwm = after.hwm // a peak, not a difference
+		if c.seen, err = p.requestsSeen(); err != nil {
+			return res, 0, c, err
+		}
+		c.sent = sent
+		// The peak over the runs and the /metrics read, from the
+		// process's own VmHWM. Not the rusage of the exited child: exec
+		// records the RSS peak of the memory it replaces, which after
+		// Go's vfork-style clone is this test's (fortio and all), ~40 MiB.
+		c.rss = p.sample().hwm
+		c.atMax = &atMax
+	}
+	if p != nil {
+		stopping := p
+		p = nil // stopped here, not again by the deferred stop
+		if err := stopping.stop(); err != nil {
+			return res, 0, c, err
+		}
+	}
+	return res, maxQPS, c, nil
 }
 
 // benchPod is the benchmarks' pod: the proxy fixture on the service port
@@ -482,7 +541,10 @@ func medianF(fs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64, costs []probeCost) {
+func report(b *testing.B, runs [armCount]armRuns) {
+	off, on, stats := runs[armNone].fixed, runs[armProbe].fixed, runs[armMeasured].fixed
+	maxOff, maxOn, maxStats := runs[armNone].max, runs[armProbe].max, runs[armMeasured].max
+	costs := runs[armMeasured].costs
 	pick := func(rs []fixture.LoadResult, f func(fixture.LoadResult) time.Duration) time.Duration {
 		var ds []time.Duration
 		for _, r := range rs {
@@ -527,30 +589,43 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 	} else {
 		fmt.Fprintln(w, "probe's cgroup: the kernel's default CPU weight, no quota")
 	}
-	fmt.Fprintf(w, "%-34s %12s %12s %12s\n", "", "no probe", "probe", "delta")
-	fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.0f\n", "achieved rps", rps(off), rps(on), rps(on)-rps(off))
-	d50, d99 := pick(on, p50)-pick(off, p50), pick(on, p99)-pick(off, p99)
-	// Each repetition ran both ways back to back: the median of the
-	// per-repetition differences is less exposed to the machine's drift
-	// than the difference of the medians.
-	paired := func(f func(fixture.LoadResult) time.Duration) time.Duration {
-		var ds []time.Duration
-		for i := range on {
-			ds = append(ds, f(on[i])-f(off[i]))
+	if len(off) > 0 { // not with -overhead.costs-only
+		fmt.Fprintf(w, "%-34s %12s %12s %12s\n", "", "no probe", "probe", "delta")
+		fmt.Fprintf(w, "%-34s %12.0f %12.0f %12.0f\n", "achieved rps", rps(off), rps(on), rps(on)-rps(off))
+		d50, d99 := pick(on, p50)-pick(off, p50), pick(on, p99)-pick(off, p99)
+		// Each repetition ran both ways back to back: the median of the
+		// per-repetition differences is less exposed to the machine's drift
+		// than the difference of the medians.
+		pairedOf := func(with []fixture.LoadResult, f func(fixture.LoadResult) time.Duration) time.Duration {
+			var ds []time.Duration
+			for i := range with {
+				ds = append(ds, f(with[i])-f(off[i]))
+			}
+			return medianDur(ds)
 		}
-		return medianDur(ds)
-	}
-	fmt.Fprintf(w, "%-34s %12s %12s %12s %14s\n", "", "", "", "", "paired delta")
-	fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p50", pick(off, p50), pick(on, p50), d50, paired(p50))
-	fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p99", pick(off, p99), pick(on, p99), d99, paired(p99))
-	if *overheadMaxRun > 0 {
-		mo, mn := medianF(maxOff), medianF(maxOn)
-		var pct []float64
-		for i := range maxOn {
-			pct = append(pct, 100*(maxOn[i]-maxOff[i])/maxOff[i])
+		paired := func(f func(fixture.LoadResult) time.Duration) time.Duration { return pairedOf(on, f) }
+		maxChange := func(with []float64) float64 {
+			var pct []float64
+			for i := range with {
+				pct = append(pct, 100*(with[i]-maxOff[i])/maxOff[i])
+			}
+			return medianF(pct)
 		}
-		fmt.Fprintf(w, "%-34s %12.0f %12.0f %11.1f%% %13.1f%%\n", "max throughput (rps)", mo, mn, 100*(mn-mo)/mo, medianF(pct))
-		b.ReportMetric(medianF(pct), "max-rps-change-%")
+		b.ReportMetric(float64(paired(p50).Nanoseconds())/1000, "p50-delta-us")
+		b.ReportMetric(float64(paired(p99).Nanoseconds())/1000, "p99-delta-us")
+		fmt.Fprintf(w, "%-34s %12s %12s %12s %14s\n", "", "", "", "", "paired delta")
+		fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p50", pick(off, p50), pick(on, p50), d50, paired(p50))
+		fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p99", pick(off, p99), pick(on, p99), d99, paired(p99))
+		if *overheadMaxRun > 0 {
+			mo, mn := medianF(maxOff), medianF(maxOn)
+			fmt.Fprintf(w, "%-34s %12.0f %12.0f %11.1f%% %13.1f%%\n", "max throughput (rps)", mo, mn, 100*(mn-mo)/mo, maxChange(maxOn))
+			b.ReportMetric(maxChange(maxOn), "max-rps-change-%")
+		}
+		// The arm that measured the costs paid for kernel statistics too.
+		fmt.Fprintf(w, "%-34s %12s %12v %12s %14v\n", "  with BPF statistics on: p50", "", pick(stats, p50), "", pairedOf(stats, p50))
+		if *overheadMaxRun > 0 {
+			fmt.Fprintf(w, "%-34s %12s %12.0f %12s %13.1f%%\n", "  with BPF statistics on: max rps", "", medianF(maxStats), "", maxChange(maxStats))
+		}
 	}
 	fmt.Fprintf(w, "%-34s %12s %12.2f\n", "probe process CPU, % of a core", "", medianF(cpuPct))
 	fmt.Fprintf(w, "%-34s %12s %12.2f\n", "  per 1000 rps", "", medianF(cpuPer1k))
@@ -599,8 +674,6 @@ func report(b *testing.B, off, on []fixture.LoadResult, maxOff, maxOn []float64,
 		fmt.Fprintf(w, "  rep %d: the probe counted %d requests, fortio sent %d\n", i, c.seen, c.sent)
 	}
 	fmt.Fprint(os.Stdout, w.String())
-	b.ReportMetric(float64(paired(p50).Nanoseconds())/1000, "p50-delta-us")
-	b.ReportMetric(float64(paired(p99).Nanoseconds())/1000, "p99-delta-us")
 	b.ReportMetric(medianF(cpuPer1k), "probe-cpu-%/1krps")
 	b.ReportMetric(medianF(hwm), "probe-rss-MiB")
 }
