@@ -203,7 +203,7 @@ const struct btf_anchors {
 	struct flush_args flush;
 } *unused_btf_anchors __attribute__((unused));
 
-/* Header layouts read with bpf_skb_load_bytes. Declared here, byte by byte,
+/* Header layouts read with load_bytes. Declared here, byte by byte,
  * instead of using vmlinux.h's bitfield structs so the parsing does not
  * depend on the host's bitfield order. */
 struct vlan_head {
@@ -276,6 +276,31 @@ static __always_inline void ipv4_mapped(__u8 dst[16], __be32 addr)
 
 /* parse fills seg from an Ethernet frame carrying IPv4 or extension-free
  * IPv6 and TCP. It returns 0 on success, -1 for anything else (counted). */
+/* load_bytes copies n bytes at offset off of the packet into to: straight
+ * from the packet when they lie in its linear part, where the stack keeps
+ * the headers, and through bpf_skb_load_bytes otherwise (payload in page
+ * fragments). A direct read costs no helper call: ~5% of the programs' time
+ * per request on hot caches (BenchmarkProgramsPerRequest). n must be a
+ * constant. */
+static __always_inline long load_bytes(struct __sk_buff *skb, __u32 off, void *to, __u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	/* The verifier tracks a range check on a packet pointer with a
+	 * variable offset only while offset plus size stays below 64 KiB:
+	 * bound the offset well below that. */
+	if (off < 0x4000) {
+		void *at = data + off;
+
+		if (at + n <= end) {
+			__builtin_memcpy(to, at, n);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, to, n);
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 {
 	__u32 off = ETH_HLEN;
@@ -288,7 +313,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_head vlan;
 
-		if (bpf_skb_load_bytes(skb, off, &vlan, sizeof(vlan)) < 0)
+		if (load_bytes(skb, off, &vlan, sizeof(vlan)) < 0)
 			goto not_tcp;
 		proto = vlan.proto;
 		off += sizeof(vlan);
@@ -298,7 +323,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 		struct ipv4_head ip;
 		__u32 ihl, tot_len;
 
-		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		if (load_bytes(skb, off, &ip, sizeof(ip)) < 0)
 			goto not_tcp;
 		if ((ip.version_ihl >> 4) != 4)
 			goto not_tcp;
@@ -331,7 +356,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 		struct ipv6_head ip6;
 		__u32 payload_len;
 
-		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		if (load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
 			goto not_tcp;
 		if (ip6.nexthdr != IPPROTO_TCP) {
 			/* Hop-by-hop, routing, fragment, destination options,
@@ -368,7 +393,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 	struct tcp_head tcp;
 	__u32 doff;
 
-	if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)) < 0)
+	if (load_bytes(skb, off, &tcp, sizeof(tcp)) < 0)
 		goto not_tcp;
 	/* The data offset covers TCP options (timestamps, SACK, ...). */
 	doff = (tcp.doff_res >> 4) * 4;
@@ -398,7 +423,7 @@ static __always_inline __u32 payload_word(struct __sk_buff *skb, __u32 off, __u3
 {
 	__u8 b[8];
 
-	if (len < sizeof(b) || bpf_skb_load_bytes(skb, off, b, sizeof(b)) < 0)
+	if (len < sizeof(b) || load_bytes(skb, off, b, sizeof(b)) < 0)
 		return 0;
 	return (__u32)b[0] << 24 | (__u32)b[1] << 16 | (__u32)b[2] << 8 | b[3];
 }
@@ -431,7 +456,7 @@ static __always_inline int starts_response(struct __sk_buff *skb, __u32 off, __u
 	__u8 b[10];
 
 	*interim = 0;
-	if (len < sizeof(b) || bpf_skb_load_bytes(skb, off, b, sizeof(b)) < 0)
+	if (len < sizeof(b) || load_bytes(skb, off, b, sizeof(b)) < 0)
 		return 0;
 	if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/')
 		return 0;
