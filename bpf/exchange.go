@@ -223,6 +223,7 @@ func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
 
 // FlushResult is what one idle scan did.
 type FlushResult struct {
+	Staged  int    // staged exchanges sent to the ring buffer (every CPU's)
 	Scanned int    // flows visited
 	Flushed int    // exchanges emitted (with exchange.FlagIdle)
 	Now     uint64 // CLOCK_MONOTONIC ns at the start of the scan
@@ -242,16 +243,33 @@ type FlushResult struct {
 // idle should exceed the longest pause inside a response (a streaming
 // response that pauses longer is emitted truncated; ExchangeStats.IdleLate
 // counts the segments that came after).
+//
+// Before the flows, it sends the exchanges the TC programs staged on every
+// CPU (FlushStaged): they write finished exchanges to the ring buffer
+// several to a record, so the last few of a quiet CPU wait for the next
+// scan.
 func (p *ExchangeProbe) FlushIdle(idle time.Duration) (FlushResult, error) {
 	if idle < 0 {
 		idle = 0
 	}
-	in := ExchangeFlushArgs{IdleNs: uint64(idle)}
+	return p.flush(ExchangeFlushArgs{IdleNs: uint64(idle)})
+}
+
+// FlushStaged sends the exchanges staged on every CPU to the ring buffer
+// now, and returns how many it sent. It scans no flow. A staged exchange
+// that a TC program is adding to at that moment goes with its CPU's next
+// batch or the next flush.
+func (p *ExchangeProbe) FlushStaged() (int, error) {
+	r, err := p.flush(ExchangeFlushArgs{StagedOnly: 1})
+	return r.Staged, err
+}
+
+func (p *ExchangeProbe) flush(in ExchangeFlushArgs) (FlushResult, error) {
 	var out ExchangeFlushArgs
 	if _, err := p.objs.FlushIdle.Run(&ebpf.RunOptions{Context: in, ContextOut: &out}); err != nil {
 		return FlushResult{}, fmt.Errorf("run flush_idle: %w", err)
 	}
-	return FlushResult{Scanned: int(out.Scanned), Flushed: int(out.Flushed), Now: out.NowNs}, nil
+	return FlushResult{Staged: int(out.Staged), Scanned: int(out.Scanned), Flushed: int(out.Flushed), Now: out.NowNs}, nil
 }
 
 // EdgeServerCgroups returns, per edge port, the cgroup v2 id of the socket

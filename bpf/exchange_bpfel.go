@@ -121,11 +121,14 @@ type ExchangeFlowKey struct {
 }
 
 type ExchangeFlushArgs struct {
-	_       structs.HostLayout
-	IdleNs  uint64
-	NowNs   uint64
-	Scanned uint32
-	Flushed uint32
+	_          structs.HostLayout
+	IdleNs     uint64
+	NowNs      uint64
+	Scanned    uint32
+	Flushed    uint32
+	Staged     uint32
+	StagedOnly uint8
+	Pad        [3]uint8
 }
 
 type ExchangeLeg uint32
@@ -144,6 +147,21 @@ const (
 	ExchangePortRolePORT_ROLE_OUTBOUND ExchangePortRole = 8
 )
 
+type ExchangeStaging struct {
+	_      structs.HostLayout
+	Owner  uint32
+	N      uint32
+	Events [8]ExchangeExchangeEvent
+}
+
+type ExchangeStagingOwner uint32
+
+const (
+	ExchangeStagingOwnerSTAGING_FREE    ExchangeStagingOwner = 0
+	ExchangeStagingOwnerSTAGING_EMITTER ExchangeStagingOwner = 1
+	ExchangeStagingOwnerSTAGING_FLUSHER ExchangeStagingOwner = 2
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -152,6 +170,7 @@ const (
 	ExchangeMapEvents           = "events"
 	ExchangeMapFlows            = "flows"
 	ExchangeMapProxySources     = "proxy_sources"
+	ExchangeMapStaged           = "staged"
 	ExchangeMapStats            = "stats"
 	ExchangeProgAppIngress      = "app_ingress"
 	ExchangeProgEdgeEgress      = "edge_egress"
@@ -218,6 +237,7 @@ type ExchangeMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	ProxySources *ebpf.MapSpec `ebpf:"proxy_sources"`
+	Staged       *ebpf.MapSpec `ebpf:"staged"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -254,6 +274,7 @@ type ExchangeMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	ProxySources *ebpf.Map `ebpf:"proxy_sources"`
+	Staged       *ebpf.Map `ebpf:"staged"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
@@ -263,6 +284,7 @@ func (m *ExchangeMaps) Close() error {
 		m.Events,
 		m.Flows,
 		m.ProxySources,
+		m.Staged,
 		m.Stats,
 	)
 }

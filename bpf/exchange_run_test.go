@@ -82,9 +82,12 @@ func (h *runHarness) edgeIn(frames ...[]byte)  { h.t.Helper(); h.run(h.p.objs.Ed
 func (h *runHarness) edgeOut(frames ...[]byte) { h.t.Helper(); h.run(h.p.objs.EdgeEgress, frames...) }
 func (h *runHarness) app(frames ...[]byte)     { h.t.Helper(); h.run(h.p.objs.AppIngress, frames...) }
 
-// events drains the ring buffer.
+// events sends what the programs staged to the ring buffer and drains it.
 func (h *runHarness) events() []exchange.Event {
 	h.t.Helper()
+	if _, err := h.p.FlushStaged(); err != nil {
+		h.t.Fatal(err)
+	}
 	var out []exchange.Event
 	var rec ringbuf.Record
 	for {
@@ -95,11 +98,11 @@ func (h *runHarness) events() []exchange.Event {
 			}
 			h.t.Fatalf("read ring buffer: %v", err)
 		}
-		ev, err := exchange.Decode(rec.RawSample)
+		evs, err := exchange.DecodeRecord(rec.RawSample)
 		if err != nil {
 			h.t.Fatalf("decode: %v", err)
 		}
-		out = append(out, ev)
+		out = append(out, evs...)
 	}
 }
 

@@ -158,7 +158,7 @@ func testProxyAdded(t *testing.T, redirect bool) {
 			t.Fatalf("proxy fixture: %v", err)
 		}
 		p.drive(t, "8080", conns, perConn)
-		evs := drainEvents(t, rd, 500*time.Millisecond)
+		evs := drainEvents(t, probe, rd, 500*time.Millisecond)
 		rs, err := fx.Take()
 		if err != nil {
 			t.Fatalf("proxy fixture: %v", err)
@@ -256,7 +256,7 @@ func TestTopologyNoProxy(t *testing.T) {
 	})
 	p.drive(t, "8081", 2, 20)
 	pr := pairing.New(pairing.Config{})
-	for _, e := range drainEvents(t, rd, 300*time.Millisecond) {
+	for _, e := range drainEvents(t, probe, rd, 300*time.Millisecond) {
 		if e.Leg != exchange.LegEdge {
 			t.Fatalf("app-leg event without a proxy: %+v", e)
 		}

@@ -147,6 +147,9 @@ struct flush_args {
 	__u64 now_ns;   /* out: bpf_ktime_get_ns() at the start of the scan */
 	__u32 scanned;  /* out: flows visited */
 	__u32 flushed;  /* out: exchanges emitted */
+	__u32 staged;   /* out: staged exchanges sent to the ring buffer, every CPU's */
+	__u8 staged_only; /* in: send the staged exchanges only, scan no flow */
+	__u8 _pad[3];
 };
 
 /* Key of the cpu_ns map: one cgroup v2 id. */

@@ -171,6 +171,45 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
+/* Exchanges on their way to the ring buffer, per CPU, EMIT_BATCH to a
+ * record. Taking a place in the ring for every exchange cost about a fifth
+ * of the TC programs' time in a pod (docs/benchmarks.md, session 9): its
+ * producer position and lock are shared by every CPU and read by the
+ * reader, so each record took their cache lines from another CPU. The
+ * staging area stays in this CPU's cache.
+ *
+ * owner says who may touch n and events: a TC program (STAGING_EMITTER)
+ * or the flush in flush_idle (STAGING_FLUSHER), which userspace runs
+ * every scan interval on whichever CPU and which sends every CPU's staged
+ * exchanges, so none waits longer than that. A TC program that finds the
+ * flush holding its CPU's area writes its record straight to the ring;
+ * the flush skips an area a TC program holds (that CPU is at work and
+ * sends its batch itself, or the next flush does). Nobody waits. */
+#define EMIT_BATCH 8
+
+/* Bound of flush_idle's loop over CPU numbers (the kernel's own limit on
+ * possible CPUs is NR_CPUS; the loop stops at the first one past them). */
+#define MAX_CPUS 8192
+
+enum staging_owner {
+	STAGING_FREE = 0,
+	STAGING_EMITTER = 1,
+	STAGING_FLUSHER = 2,
+};
+
+struct staging {
+	__u32 owner; /* enum staging_owner */
+	__u32 n;     /* exchanges staged */
+	struct exchange_event events[EMIT_BATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct staging);
+} staged SEC(".maps");
+
 /* Edge server port (host order) -> cgroup v2 id of the socket that answered
  * the latest connection on it (its first response payload on eth0 egress,
  * note_server_cgroup). With a sidecar this is the
@@ -201,6 +240,7 @@ const struct btf_anchors {
 	enum leg leg;
 	enum direction direction;
 	struct flush_args flush;
+	enum staging_owner owner;
 } *unused_btf_anchors __attribute__((unused));
 
 /* Header layouts read with load_bytes. Declared here, byte by byte,
@@ -258,12 +298,17 @@ struct segment {
 	__u8 family;
 };
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
 }
 
 static __always_inline void ipv4_mapped(__u8 dst[16], __be32 addr)
@@ -530,17 +575,49 @@ static __always_inline void fill_event(struct exchange_event *e, const struct fl
 	__builtin_memcpy(e->head, f->head, sizeof(e->head));
 }
 
-/* emit writes the exchange in progress to the ring buffer unless the idle
- * scan already did. A full ring buffer is counted (STAT_RINGBUF_FULL),
- * never ignored. */
+/* send_staged writes the first n staged exchanges of st to the ring buffer
+ * as one record; the caller owns st. A full ring buffer is counted
+ * (STAT_RINGBUF_FULL, per exchange), never ignored. */
+static __always_inline void send_staged(struct staging *st, __u32 n)
+{
+	if (n == 0 || n > EMIT_BATCH)
+		return;
+	if (bpf_ringbuf_output(&events, st->events, n * sizeof(struct exchange_event), BPF_RB_NO_WAKEUP) < 0) {
+		count_n(STAT_RINGBUF_FULL, n);
+		return;
+	}
+	count_n(STAT_EVENTS, n);
+}
+
+/* emit stages the exchange in progress for the ring buffer unless the idle
+ * scan already emitted it; every EMIT_BATCH-th sends the batch. */
 static __always_inline void emit(struct flow *f, const struct flow_key *key, __u32 extra_flags)
 {
 	struct exchange_event *e;
+	struct staging *st;
+	__u32 zero = 0, n;
 
 	if (f->state == FLOW_IDLE)
 		return;
 	if (!claim_exchange(f, f->xid))
 		return;
+	st = bpf_map_lookup_elem(&staged, &zero);
+	if (st && __sync_val_compare_and_swap(&st->owner, STAGING_FREE, STAGING_EMITTER) == STAGING_FREE) {
+		n = st->n;
+		if (n >= EMIT_BATCH) /* never: a full batch is sent at once; bounds the index */
+			n = 0;
+		fill_event(&st->events[n], f, key, extra_flags);
+		n += 1;
+		if (n == EMIT_BATCH) {
+			send_staged(st, n);
+			n = 0;
+		}
+		st->n = n;
+		/* An atomic exchange, so that a flush on another CPU that
+		 * takes the area next sees the record and n. */
+		__sync_lock_test_and_set(&st->owner, STAGING_FREE);
+		return;
+	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_RINGBUF_FULL);
@@ -1025,8 +1102,34 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 	return 0;
 }
 
+/* flush_cpu is bpf_loop's callback over CPU numbers: it sends the
+ * exchanges staged on that CPU, unless a TC program there holds them.
+ * bpf_map_lookup_percpu_elem (Linux 5.19) reaches another CPU's area; it
+ * returns NULL past the last possible CPU, which ends the loop. */
+static long flush_cpu(__u64 cpu, __u32 *sent)
+{
+	__u32 zero = 0, n;
+	struct staging *st = bpf_map_lookup_percpu_elem(&staged, &zero, (__u32)cpu);
+
+	if (!st)
+		return 1;
+	if (st->n == 0)
+		return 0;
+	if (__sync_val_compare_and_swap(&st->owner, STAGING_FREE, STAGING_FLUSHER) != STAGING_FREE)
+		return 0;
+	n = st->n;
+	if (n > EMIT_BATCH)
+		n = 0;
+	send_staged(st, n);
+	*sent += n;
+	st->n = 0;
+	__sync_lock_test_and_set(&st->owner, STAGING_FREE);
+	return 0;
+}
+
 /* Not a hook: userspace runs it with BPF_PROG_TEST_RUN every scan interval
- * (bpf.ExchangeProbe.FlushIdle). Needs CAP_BPF to load and run. */
+ * (bpf.ExchangeProbe.FlushIdle). It first sends what every CPU has staged,
+ * then scans the flows. Needs CAP_BPF to load and run. */
 SEC("syscall")
 int flush_idle(struct flush_args *args)
 {
@@ -1034,9 +1137,14 @@ int flush_idle(struct flush_args *args)
 		.now = bpf_ktime_get_ns(),
 		.idle_ns = args->idle_ns,
 	};
+	__u32 staged = 0;
 
-	bpf_for_each_map_elem(&flows, flush_one, &c, 0);
+	bpf_loop(MAX_CPUS, flush_cpu, &staged, 0);
+	args->staged = staged;
 	args->now_ns = c.now;
+	if (args->staged_only)
+		return 0;
+	bpf_for_each_map_elem(&flows, flush_one, &c, 0);
 	args->scanned = c.scanned;
 	args->flushed = c.flushed;
 	return 0;

@@ -451,8 +451,8 @@ func (a *Agent) run() {
 	}
 }
 
-// recordBytes is what one exchange takes in the ring: the event and the
-// ring's 8-byte record header.
+// recordBytes is the most one exchange takes in the ring: the event and
+// the ring's 8-byte record header, which a batch of exchanges shares.
 const recordBytes = exchange.Size + 8
 
 // minDrainInterval bounds how often a fast producer makes the loop wake.

@@ -21,7 +21,8 @@ import (
 // Layout of struct exchange_event (bpf/c/common.h). TestLayoutMatchesBPF
 // checks these against the bpf2go-generated struct.
 const (
-	// Size is the size of one ring-buffer record.
+	// Size is the size of one event. A ring-buffer record holds one or
+	// more (see EventsIn).
 	Size = 168
 	// Version is the layout version this package decodes.
 	Version = 1
@@ -186,8 +187,36 @@ var (
 	ErrInvalid = errors.New("exchange event: invalid field")
 )
 
-// Decode parses one ring-buffer record. The record is not retained: Head
-// is a copy.
+// EventsIn returns how many events a ring-buffer record holds. The TC
+// programs write finished exchanges several to a record (EMIT_BATCH in
+// bpf/c/exchange.bpf.c), the idle scan one at a time. A record that is not
+// a whole, nonzero number of events is an error wrapping ErrSize.
+func EventsIn(record []byte) (int, error) {
+	if len(record) == 0 || len(record)%Size != 0 {
+		return 0, fmt.Errorf("%w: record of %d bytes, not a multiple of %d", ErrSize, len(record), Size)
+	}
+	return len(record) / Size, nil
+}
+
+// DecodeRecord decodes every event of one ring-buffer record. Heads are
+// copies.
+func DecodeRecord(record []byte) ([]Event, error) {
+	n, err := EventsIn(record)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Event, 0, n)
+	for i := range n {
+		e, err := Decode(record[i*Size : (i+1)*Size])
+		if err != nil {
+			return nil, fmt.Errorf("event %d of %d: %w", i+1, n, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Decode parses one event. The bytes are not retained: Head is a copy.
 func Decode(b []byte) (Event, error) {
 	var e Event
 	if err := DecodeInto(&e, b); err != nil {

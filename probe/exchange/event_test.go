@@ -203,3 +203,58 @@ func FuzzDecodeEvent(f *testing.F) {
 		_, _ = RequestID(ev.Head)
 	})
 }
+
+// A record of several events decodes to those events in order; a record
+// that is not a whole number of events is an ErrSize.
+func TestDecodeRecord(t *testing.T) {
+	a, b := sampleEvent(), sampleEvent()
+	b.Client = netip.MustParseAddrPort("10.0.0.9:40001")
+	b.Head = []byte("POST /b HTTP/1.1\r\n")
+	rec := append(Encode(&a), Encode(&b)...)
+	evs, err := DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || !reflect.DeepEqual(evs[0], a) || !reflect.DeepEqual(evs[1], b) {
+		t.Fatalf("decoded %+v, want %+v and %+v", evs, a, b)
+	}
+	for _, n := range []int{0, 1, Size - 1, Size + 1, 2*Size - 8} {
+		if _, err := DecodeRecord(make([]byte, n)); !errors.Is(err, ErrSize) {
+			t.Errorf("%d bytes: err %v, want ErrSize", n, err)
+		}
+	}
+	bad := bytes.Clone(rec)
+	bad[Size+offVersion] = Version + 1
+	if _, err := DecodeRecord(bad); !errors.Is(err, ErrVersion) {
+		t.Errorf("second event of another version: err %v, want ErrVersion", err)
+	}
+}
+
+// FuzzDecodeRecord: DecodeRecord never panics, and what it accepts is
+// exactly the record cut into Size-byte events that each decode alone.
+func FuzzDecodeRecord(f *testing.F) {
+	good := sampleEvent()
+	one := Encode(&good)
+	f.Add(one)
+	f.Add(append(bytes.Clone(one), one...))
+	f.Add([]byte{})
+	f.Add(make([]byte, 3*Size))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		evs, err := DecodeRecord(rec)
+		if err != nil {
+			if !errors.Is(err, ErrSize) && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrInvalid) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		if len(rec) == 0 || len(rec) != len(evs)*Size {
+			t.Fatalf("accepted %d bytes as %d events", len(rec), len(evs))
+		}
+		for i, ev := range evs {
+			alone, err := Decode(rec[i*Size : (i+1)*Size])
+			if err != nil || !reflect.DeepEqual(alone, ev) {
+				t.Fatalf("event %d: %+v, alone %+v (%v)", i, ev, alone, err)
+			}
+		}
+	})
+}
