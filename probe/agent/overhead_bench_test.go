@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,12 +224,18 @@ func benchPod(b *testing.B) (*fixture.Pod, *fixture.Proxy, string) {
 }
 
 // buildProbe compiles cmd/mesh-probe as `make build` does (static,
-// trimmed, stripped).
+// trimmed, stripped), from the source tree this test binary was compiled
+// from, wherever it runs: a test binary built from another copy of the
+// code, to compare two versions, measures that copy's probe.
 func buildProbe(b *testing.B) string {
 	b.Helper()
+	_, self, _, ok := runtime.Caller(0)
+	if !ok || !filepath.IsAbs(self) {
+		b.Fatalf("cannot tell which source tree this test was built from (%q): build it without -trimpath", self)
+	}
 	out := filepath.Join(b.TempDir(), "mesh-probe")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/mesh-probe")
-	cmd.Dir = filepath.Join("..", "..")
+	cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("build mesh-probe: %v\n%s", err, msg)
