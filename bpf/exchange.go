@@ -206,8 +206,9 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 	return append([]*TCAttachment(nil), p.attachments...)
 }
 
-// NewEventReader opens the events ring buffer. Each record is one
-// struct exchange_event; probe/exchange decodes it.
+// NewEventReader opens the events ring buffer. Each record holds one or
+// more struct exchange_event (several when the TC programs send a CPU's
+// staged batch); probe/exchange decodes them.
 //
 // Records never wake a blocked reader, which saves a context switch per
 // exchange on the request path: drain the ring on a timer, with a deadline

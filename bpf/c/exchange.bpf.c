@@ -172,8 +172,9 @@ struct {
 } events SEC(".maps");
 
 /* Exchanges on their way to the ring buffer, per CPU, EMIT_BATCH to a
- * record. Taking a place in the ring for every exchange cost about a fifth
- * of the TC programs' time in a pod (docs/benchmarks.md, session 9): its
+ * record. Taking a place in the ring for every exchange cost about a tenth
+ * of the TC programs' time in a pod, a fifth of edge_ingress's
+ * (docs/benchmarks.md, session 9): its
  * producer position and lock are shared by every CPU and read by the
  * reader, so each record took their cache lines from another CPU. The
  * staging area stays in this CPU's cache.
@@ -319,8 +320,6 @@ static __always_inline void ipv4_mapped(__u8 dst[16], __be32 addr)
 	__builtin_memcpy(&dst[12], &addr, 4);
 }
 
-/* parse fills seg from an Ethernet frame carrying IPv4 or extension-free
- * IPv6 and TCP. It returns 0 on success, -1 for anything else (counted). */
 /* load_bytes copies n bytes at offset off of the packet into to: straight
  * from the packet when they lie in its linear part, where the stack keeps
  * the headers, and through bpf_skb_load_bytes otherwise (payload in page
@@ -346,6 +345,8 @@ static __always_inline long load_bytes(struct __sk_buff *skb, __u32 off, void *t
 	return bpf_skb_load_bytes(skb, off, to, n);
 }
 
+/* parse fills seg from an Ethernet frame carrying IPv4 or extension-free
+ * IPv6 and TCP. It returns 0 on success, -1 for anything else (counted). */
 static __always_inline int parse(struct __sk_buff *skb, struct segment *seg)
 {
 	__u32 off = ETH_HLEN;
@@ -1113,7 +1114,7 @@ static long flush_cpu(__u64 cpu, __u32 *sent)
 
 	if (!st)
 		return 1;
-	if (st->n == 0)
+	if (st->n == 0) /* read without owning the area: only a hint */
 		return 0;
 	if (__sync_val_compare_and_swap(&st->owner, STAGING_FREE, STAGING_FLUSHER) != STAGING_FREE)
 		return 0;
