@@ -88,7 +88,14 @@ func (h *runHarness) events() []exchange.Event {
 	if _, err := h.p.FlushStaged(); err != nil {
 		h.t.Fatal(err)
 	}
-	var out []exchange.Event
+	return h.decodeAll(h.records())
+}
+
+// records drains the ring buffer's records as they are, without sending
+// anything staged first.
+func (h *runHarness) records() [][]byte {
+	h.t.Helper()
+	var out [][]byte
 	var rec ringbuf.Record
 	for {
 		h.rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
@@ -98,12 +105,22 @@ func (h *runHarness) events() []exchange.Event {
 			}
 			h.t.Fatalf("read ring buffer: %v", err)
 		}
-		evs, err := exchange.DecodeRecord(rec.RawSample)
+		out = append(out, append([]byte(nil), rec.RawSample...))
+	}
+}
+
+// decodeAll decodes records into their events, in order.
+func (h *runHarness) decodeAll(recs [][]byte) []exchange.Event {
+	h.t.Helper()
+	var out []exchange.Event
+	for _, r := range recs {
+		evs, err := exchange.DecodeRecord(r)
 		if err != nil {
 			h.t.Fatalf("decode: %v", err)
 		}
 		out = append(out, evs...)
 	}
+	return out
 }
 
 func (h *runHarness) flows() map[ExchangeFlowKey]ExchangeFlow {

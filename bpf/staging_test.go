@@ -1,15 +1,11 @@
 package bpf
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
@@ -42,38 +38,6 @@ func onOneCPU(t *testing.T) {
 		_ = unix.SchedSetaffinity(0, &old)
 		runtime.UnlockOSThread()
 	})
-}
-
-// records reads the ring buffer's records as they are, without sending
-// anything staged first.
-func (h *runHarness) records() [][]byte {
-	h.t.Helper()
-	var out [][]byte
-	var rec ringbuf.Record
-	for {
-		h.rd.SetDeadline(time.Now().Add(20 * time.Millisecond))
-		if err := h.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return out
-			}
-			h.t.Fatalf("read ring buffer: %v", err)
-		}
-		out = append(out, append([]byte(nil), rec.RawSample...))
-	}
-}
-
-// decodeAll decodes records into their events, in order.
-func decodeAll(t *testing.T, recs [][]byte) []exchange.Event {
-	t.Helper()
-	var out []exchange.Event
-	for _, r := range recs {
-		evs, err := exchange.DecodeRecord(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, evs...)
-	}
-	return out
 }
 
 // keepAlive drives one keep-alive connection through n exchanges on eth0:
@@ -129,7 +93,7 @@ func TestRunStagedBatches(t *testing.T) {
 	if len(recs) != 1 || len(recs[0]) != emitBatch*exchange.Size {
 		t.Fatalf("got %d records (first %d bytes), want one of %d events", len(recs), len(recs[0]), emitBatch)
 	}
-	evs := decodeAll(t, recs)
+	evs := h.decodeAll(recs)
 	wantPaths(t, evs, 0)
 
 	// Three more, then the flush.
@@ -147,7 +111,7 @@ func TestRunStagedBatches(t *testing.T) {
 	if len(recs) != 1 {
 		t.Fatalf("flush wrote %d records, want one", len(recs))
 	}
-	evs = decodeAll(t, recs)
+	evs = h.decodeAll(recs)
 	wantEvents(t, evs, 3)
 	wantPaths(t, evs, emitBatch)
 	if sent, err := h.p.FlushStaged(); err != nil || sent != 0 {
@@ -201,14 +165,14 @@ func TestRunStagedOwner(t *testing.T) {
 	if len(recs) != 1 || len(recs[0]) != exchange.Size {
 		t.Fatalf("got %d records, want one of one event", len(recs))
 	}
-	wantPaths(t, decodeAll(t, recs), 2)
+	wantPaths(t, h.decodeAll(recs), 2)
 
 	// Released: the two staged ones come out, in order.
 	setOwner(t, h, ExchangeStagingOwnerSTAGING_FREE)
 	if sent, err := h.p.FlushStaged(); err != nil || sent != 2 {
 		t.Fatalf("flush sent %d (%v), want 2", sent, err)
 	}
-	wantPaths(t, decodeAll(t, h.records()), 0)
+	wantPaths(t, h.decodeAll(h.records()), 0)
 	if s := h.stats(); s.Events != 3 {
 		t.Errorf("stats %+v, want 3 events", s)
 	}
