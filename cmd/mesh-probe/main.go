@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -28,7 +29,23 @@ import (
 )
 
 func main() {
+	oneProcessor(os.Getenv)
 	os.Exit(run())
+}
+
+// oneProcessor runs the probe's goroutines on one processor (GOMAXPROCS
+// 1) unless the GOMAXPROCS environment variable says otherwise. The
+// probe's work is one loop (drain the ring, pair, record) and an HTTP
+// server that answers a few scrapes a minute, within a CPU limit of a
+// fraction of a core: a second processor gives it no parallelism, only a
+// runtime that wakes and spins a second thread whenever a goroutine is
+// readied. At ~10k requests per second the probe's process used 3.0-3.6%
+// of a core with one processor against 3.4-3.8% with two (alternating
+// 10 s runs, docs/benchmarks.md, session 9).
+func oneProcessor(getenv func(string) string) {
+	if getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 func run() int {

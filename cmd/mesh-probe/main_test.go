@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -30,5 +31,26 @@ func TestUnavailableProbeExplains(t *testing.T) {
 		if want != 200 && !strings.Contains(string(body), "kernel lacks TCX") {
 			t.Errorf("%s does not say why: %s", path, body)
 		}
+	}
+}
+
+// The probe runs on one processor unless GOMAXPROCS is set, which the Go
+// runtime has then already applied and which is left alone.
+func TestOneProcessorUnlessSet(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
+	runtime.GOMAXPROCS(2)
+	oneProcessor(func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "2"
+		}
+		return ""
+	})
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Fatalf("with GOMAXPROCS set: %d processors, want the 2 it asked for", got)
+	}
+	oneProcessor(func(string) string { return "" })
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("by default: %d processors, want 1", got)
 	}
 }
