@@ -3,6 +3,7 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +57,9 @@ func keepAliveRequests(c net.Conn, host string, n int) error {
 
 // drainEvents reads every event until quiet has passed without one,
 // sending what the programs staged to the ring buffer each time it finds
-// the ring empty (as the agent's idle scan does).
+// the ring empty (as the agent's idle scan does). It returns them in the
+// order the exchanges started: each CPU stages its own, so the ring
+// holds them in the order the CPUs sent their batches.
 func drainEvents(t *testing.T, p *ExchangeProbe, rd *ringbuf.Reader, quiet time.Duration) []exchange.Event {
 	t.Helper()
 	r := exchange.NewReader(rd)
@@ -71,6 +75,9 @@ func drainEvents(t *testing.T, p *ExchangeProbe, rd *ringbuf.Reader, quiet time.
 			if sent > 0 {
 				continue
 			}
+			slices.SortStableFunc(out, func(a, b exchange.Event) int {
+				return cmp.Compare(a.RequestStart, b.RequestStart)
+			})
 			return out
 		}
 		if err != nil {

@@ -208,7 +208,9 @@ func (p *ExchangeProbe) Attachments() []*TCAttachment {
 
 // NewEventReader opens the events ring buffer. Each record holds one or
 // more struct exchange_event (several when the TC programs send a CPU's
-// staged batch); probe/exchange decodes them.
+// staged batch); probe/exchange decodes them. Each CPU stages its own, so
+// the ring holds exchanges in the order each CPU emitted them, not in one
+// order across CPUs: probe/pairing sorts them by their start.
 //
 // Records never wake a blocked reader, which saves a context switch per
 // exchange on the request path: drain the ring on a timer, with a deadline

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +37,39 @@ func newRunHarness(t *testing.T, ports map[uint16]PortRole) *runHarness {
 	return newRunHarnessWith(t, ExchangeOptions{}, ports)
 }
 
+// onOneCPU keeps the test's goroutine on one thread and that thread on one
+// CPU until the test ends, so that every program run stages its exchanges
+// in the same per-CPU area.
+func onOneCPU(t testing.TB) {
+	t.Helper()
+	runtime.LockOSThread()
+	var old, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !old.IsSet(cpu) {
+		cpu++
+	}
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+	})
+}
+
 // newRunHarnessWith loads the programs with opts (small maps unless set).
 func newRunHarnessWith(t testing.TB, opts ExchangeOptions, ports map[uint16]PortRole) *runHarness {
 	t.Helper()
 	requireRoot(t)
+	// One CPU, so that the ring holds the exchanges in the order the
+	// programs emitted them: each CPU stages its own.
+	onOneCPU(t)
 	if opts.MaxFlows == 0 {
 		opts.MaxFlows = 1024
 	}

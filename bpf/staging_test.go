@@ -2,43 +2,15 @@ package bpf
 
 import (
 	"fmt"
-	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 )
 
 // emitBatch is EMIT_BATCH in c/exchange.bpf.c: exchanges per record.
 const emitBatch = len(ExchangeStaging{}.Events)
-
-// onOneCPU keeps the test's goroutine on one thread and that thread on one
-// CPU until the test ends, so that every program run stages its exchanges
-// in the same per-CPU area.
-func onOneCPU(t *testing.T) {
-	t.Helper()
-	runtime.LockOSThread()
-	var old, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	cpu := 0
-	for !old.IsSet(cpu) {
-		cpu++
-	}
-	one.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = unix.SchedSetaffinity(0, &old)
-		runtime.UnlockOSThread()
-	})
-}
 
 // keepAlive drives one keep-alive connection through n exchanges on eth0:
 // each request after the first emits the exchange before it.
@@ -76,8 +48,7 @@ func wantPaths(t *testing.T, evs []exchange.Event, from int) {
 // wait in their CPU's area until the flush, which sends them as one record
 // and leaves nothing behind. None is lost, repeated or reordered.
 func TestRunStagedBatches(t *testing.T) {
-	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
-	onOneCPU(t)
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge}) // on one CPU
 	k := newKeepAlive(h, "192.0.2.10:40200")
 
 	// emitBatch exchanges finished (each by the next request), one
@@ -142,8 +113,7 @@ func setOwner(t *testing.T, h *runHarness, owner ExchangeStagingOwner) {
 // held by the flush writes its record straight to the ring, and the flush
 // leaves an area that a TC program holds for later.
 func TestRunStagedOwner(t *testing.T) {
-	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
-	onOneCPU(t)
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge}) // on one CPU
 	k := newKeepAlive(h, "192.0.2.10:40300")
 	k.exchange()
 	k.exchange()
