@@ -12,8 +12,8 @@ import (
 // emitBatch is EMIT_BATCH in c/exchange.bpf.c: exchanges per record.
 const emitBatch = len(ExchangeStaging{}.Events)
 
-// keepAlive drives one keep-alive connection through n exchanges on eth0:
-// each request after the first emits the exchange before it.
+// keepAlive drives one keep-alive connection on eth0, an exchange per
+// call: each request after the first emits the exchange before it.
 type keepAlive struct {
 	h    *runHarness
 	c    *tcpConn

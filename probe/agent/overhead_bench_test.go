@@ -139,6 +139,13 @@ func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url st
 			}
 		}()
 	}
+	// Only the arm that measures costs reads them (sample is nil-safe):
+	// the others would walk the probe's descriptors and read its
+	// programs' statistics for nothing.
+	var meter *probeProcess
+	if arm == armMeasured {
+		meter = p
+	}
 	fixed := fixture.LoadOptions{URL: url, QPS: *overheadQPS, Duration: *overheadWarmup, Connections: *overheadConns}
 	var warm fixture.LoadResult
 	if *overheadWarmup > 0 {
@@ -146,7 +153,7 @@ func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url st
 			return res, 0, c, err
 		}
 	}
-	before := p.sample()
+	before := meter.sample()
 	if p != nil && *overheadFrozen {
 		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
 	}
@@ -158,20 +165,20 @@ func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url st
 	if err != nil {
 		return res, 0, c, err
 	}
-	after := p.sample()
+	after := meter.sample()
 	var atMax probeCost
 	sent := res.Requests + int64(*overheadConns) // fortio warms each connection up
 	if *overheadWarmup > 0 {
 		sent += warm.Requests + int64(*overheadConns)
 	}
 	if *overheadMaxRun > 0 {
-		before := p.sample()
+		before := meter.sample()
 		mres, err := fixture.RunLoad(pod.Client, fixture.LoadOptions{URL: url, QPS: -1,
 			Duration: *overheadMaxRun, Connections: *overheadConns})
 		if err != nil {
 			return res, 0, c, err
 		}
-		atMax = p.sample().minus(before)
+		atMax = meter.sample().minus(before)
 		atMax.rps = mres.ActualQPS
 		maxQPS = mres.ActualQPS
 		sent += mres.Requests + int64(*overheadConns)
@@ -191,7 +198,7 @@ func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url st
 		// process's own VmHWM. Not the rusage of the exited child: exec
 		// records the RSS peak of the memory it replaces, which after
 		// Go's vfork-style clone is this test's (fortio and all), ~40 MiB.
-		c.rss = p.sample().hwm
+		c.rss = meter.sample().hwm
 		c.atMax = &atMax
 	}
 	if p != nil {
