@@ -83,13 +83,16 @@ func filled(s []int, n, v int) []int {
 // links of M that do neither are forced.
 func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
 	adj := m.candidateLinks(edges, apps, strict)
-	_, appMate := m.maxMatching(adj, len(apps))
+	size, appMate := m.maxMatching(adj, len(apps))
 	ne, n := len(edges), len(edges)+len(apps)
 	m.edgeMate = filled(m.edgeMate, ne, -1)
 	for j, i := range appMate {
 		if i >= 0 {
 			m.edgeMate[i] = j
 		}
+	}
+	if m.perfect(adj, size) {
+		return m.forcedInPerfect(adj)
 	}
 	// Directed graph on ne+len(apps) vertices, and its reverse.
 	m.out, m.in = lists(m.out, n), lists(m.in, n)
@@ -121,6 +124,67 @@ func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
 			continue
 		}
 		m.forced = append(m.forced, [2]int{i, j})
+	}
+	return m.forced
+}
+
+// perfect: the matching of the given size covers every edge and every app
+// that has a link in adj. Then no alternating path starts from an unmatched
+// node, and only alternating cycles can free a link of the matching.
+func (m *matcher) perfect(adj [][]int, size int) bool {
+	linkedEdges := 0
+	for _, js := range adj {
+		if len(js) > 0 {
+			linkedEdges++
+		}
+	}
+	if size != linkedEdges {
+		return false
+	}
+	// Every linked edge is matched; is every linked app? An app is linked
+	// when some edge lists it, and matched when appMate says so.
+	for _, js := range adj {
+		for _, j := range js {
+			if m.appMate[j] < 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// forcedInPerfect is forcedPairs when the matching is perfect on the linked
+// nodes (see perfect), the usual case of a group of overlapping requests.
+// A matched link (i, mate(i)) lies on an alternating cycle exactly when
+// edge i lies on a cycle of the graph on edges alone where i -> k whenever
+// i has a link to the app matched with k, other than its own: each such
+// step is one link outside the matching and one along it. That graph has
+// half the vertices of forcedPairs' general one, no reverse, and no
+// searches from unmatched nodes; it has no self-loops, so the links whose
+// edge is alone in its strongly connected component are the forced ones.
+func (m *matcher) forcedInPerfect(adj [][]int) [][2]int {
+	ne := len(adj)
+	m.out = lists(m.out, ne)
+	for i, js := range adj {
+		for _, j := range js {
+			if j != m.edgeMate[i] {
+				m.out[i] = append(m.out[i], m.appMate[j])
+			}
+		}
+	}
+	comp := m.scc(m.out)
+	// Component sizes, counted in the array Tarjan used for its stack
+	// (empty again after scc).
+	count := sized(m.tarjan[:0], m.label)
+	for _, c := range comp {
+		count[c]++
+	}
+	m.tarjan = count[:0]
+	m.forced = m.forced[:0]
+	for i, j := range m.edgeMate {
+		if j >= 0 && count[comp[i]] == 1 {
+			m.forced = append(m.forced, [2]int{i, j})
+		}
 	}
 	return m.forced
 }

@@ -10,12 +10,20 @@ import (
 // forcedPairs against brute force: on random small candidate graphs, the
 // links it returns are exactly those in every maximum matching. One
 // matcher serves every graph, as in a Pairer, so reused arrays that kept
-// something of an earlier graph would show.
+// something of an earlier graph would show. Every other graph has as many
+// apps as edges and a planted perfect matching, the case that forcedPairs
+// decides on the smaller graph of forcedInPerfect.
 func TestForcedPairsMatchBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	var m matcher
+	perfectRounds := 0
 	for round := 0; round < 3000; round++ {
 		ne, na := 1+rng.IntN(6), 1+rng.IntN(6)
+		planted := round%2 == 1
+		if planted {
+			na = ne
+		}
+		perm := rng.Perm(na)
 		edges, apps := make([]*node, ne), make([]*node, na)
 		for i := range edges {
 			edges[i] = &node{}
@@ -26,7 +34,7 @@ func TestForcedPairsMatchBruteForce(t *testing.T) {
 		m.edgeCands, m.appCands = lists(m.edgeCands, ne), lists(m.appCands, na)
 		for i := range edges {
 			for j := range apps {
-				if rng.IntN(3) == 0 {
+				if rng.IntN(3) == 0 || (planted && perm[i] == j) {
 					m.edgeCands[i] = append(m.edgeCands[i], j)
 					m.appCands[j] = append(m.appCands[j], i)
 				}
@@ -43,6 +51,15 @@ func TestForcedPairsMatchBruteForce(t *testing.T) {
 		if best, _ := bruteMatchings(cands, na); size != best {
 			t.Fatalf("round %d: maximum matching %d, want %d", round, size, best)
 		}
+		if planted {
+			perfectRounds++
+			if !m.perfect(m.adj, size) {
+				t.Fatalf("round %d: a planted perfect matching of %d was not found perfect (links %v)", round, size, cands)
+			}
+		}
+	}
+	if perfectRounds == 0 {
+		t.Fatal("no graph took the perfect-matching path")
 	}
 }
 

@@ -631,7 +631,16 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdge
 
 	// 2. Forced pairs: in every maximum matching of the containment
 	// graph; then the same on the stricter causal graph for what is left.
+	// The second pass only when a free edge still has a free candidate:
+	// otherwise its graph has no links and forces nothing. Most
+	// overlapping groups are settled by the first pass (one exchange
+	// holds another request's whole app exchange as well as its own, and
+	// that other request's edge holds only the latter), and the second
+	// pass's graphs and components cost as much as the first's.
 	for _, strict := range []bool{false, true} {
+		if strict && !anyFreeLink(edges, apps, edgeCands) {
+			break
+		}
 		for _, f := range mt.forcedPairs(edges, apps, strict) {
 			pair(f[0], f[1], ByContainment)
 		}
@@ -704,6 +713,16 @@ func uniqueID(id uint64, cands []int, edges []*node) bool {
 		}
 	}
 	return n == 1
+}
+
+// anyFreeLink: some unused edge still has an unused candidate.
+func anyFreeLink(edges, apps []*node, edgeCands [][]int) bool {
+	for i, e := range edges {
+		if !e.used && hasFree(edgeCands[i], apps) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasFree(cands []int, other []*node) bool {
