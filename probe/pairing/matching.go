@@ -23,6 +23,7 @@ type matcher struct {
 	toFree   []bool
 	stack    []int
 	forced   [][2]int
+	small    smallGraph // the graph of a group of at most smallGroupLimit a side
 
 	// Tarjan's strongly connected components
 	index, low, comp []int
@@ -82,6 +83,11 @@ func filled(s []int, n, v int) []int {
 // unmatched edge, or its edge reaching back from an unmatched app). The
 // links of M that do neither are forced.
 func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
+	if fits(len(edges), len(apps)) {
+		m.small.build(m.edgeCands, edges, apps, strict)
+		m.forced = m.small.forced(m.forced[:0])
+		return m.forced
+	}
 	adj := m.candidateLinks(edges, apps, strict)
 	size, appMate := m.maxMatching(adj, len(apps))
 	ne, n := len(edges), len(edges)+len(apps)
@@ -263,6 +269,16 @@ func (m *matcher) visit(g [][]int, v int) {
 		}
 		m.label++
 	}
+}
+
+// matchingSize is the size of a maximum matching of the links among unused
+// nodes.
+func (m *matcher) matchingSize(edges, apps []*node) int {
+	if fits(len(edges), len(apps)) {
+		return m.small.build(m.edgeCands, edges, apps, false)
+	}
+	size, _ := m.maxMatching(m.candidateLinks(edges, apps, false), len(apps))
+	return size
 }
 
 // maxMatching is Kuhn's augmenting-path algorithm on the bipartite graph

@@ -8,58 +8,73 @@ import (
 )
 
 // forcedPairs against brute force: on random small candidate graphs, the
-// links it returns are exactly those in every maximum matching. One
-// matcher serves every graph, as in a Pairer, so reused arrays that kept
-// something of an earlier graph would show. Every other graph has as many
-// apps as edges and a planted perfect matching, the case that forcedPairs
-// decides on the smaller graph of forcedInPerfect.
+// links it returns are exactly those in every maximum matching, and
+// matchingSize is the maximum size. One matcher serves every graph, as in
+// a Pairer, so reused arrays that kept something of an earlier graph would
+// show. Every other graph has as many apps as edges and a planted perfect
+// matching (the case of forcedInPerfect); in a third of the others some
+// nodes are already used (paired by request ID), and their links must not
+// count. Both the bit-set graphs of small groups and the list-based ones
+// of large groups are checked.
 func TestForcedPairsMatchBruteForce(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 11))
-	var m matcher
-	perfectRounds := 0
-	for round := 0; round < 3000; round++ {
-		ne, na := 1+rng.IntN(6), 1+rng.IntN(6)
-		planted := round%2 == 1
-		if planted {
-			na = ne
-		}
-		perm := rng.Perm(na)
-		edges, apps := make([]*node, ne), make([]*node, na)
-		for i := range edges {
-			edges[i] = &node{}
-		}
-		for j := range apps {
-			apps[j] = &node{}
-		}
-		m.edgeCands, m.appCands = lists(m.edgeCands, ne), lists(m.appCands, na)
-		for i := range edges {
+	defer func(limit int) { smallGroupLimit = limit }(smallGroupLimit)
+	for _, limit := range []int{64, 0} {
+		smallGroupLimit = limit
+		rng := rand.New(rand.NewPCG(7, 11))
+		var m matcher
+		perfectRounds := 0
+		for round := 0; round < 3000; round++ {
+			ne, na := 1+rng.IntN(6), 1+rng.IntN(6)
+			planted := round%2 == 1
+			if planted {
+				na = ne
+			}
+			perm := rng.Perm(na)
+			edges, apps := make([]*node, ne), make([]*node, na)
+			someUsed := !planted && round%3 == 0
+			for i := range edges {
+				edges[i] = &node{used: someUsed && rng.IntN(6) == 0}
+			}
 			for j := range apps {
-				if rng.IntN(3) == 0 || (planted && perm[i] == j) {
-					m.edgeCands[i] = append(m.edgeCands[i], j)
-					m.appCands[j] = append(m.appCands[j], i)
+				apps[j] = &node{used: someUsed && rng.IntN(6) == 0}
+			}
+			m.edgeCands, m.appCands = lists(m.edgeCands, ne), lists(m.appCands, na)
+			cands := make([][]int, ne) // the links among unused nodes
+			for i := range edges {
+				for j := range apps {
+					if rng.IntN(3) == 0 || (planted && perm[i] == j) {
+						m.edgeCands[i] = append(m.edgeCands[i], j)
+						m.appCands[j] = append(m.appCands[j], i)
+						if !edges[i].used && !apps[j].used {
+							cands[i] = append(cands[i], j)
+						}
+					}
+				}
+			}
+			got := slices.Clone(m.forcedPairs(edges, apps, false))
+			want := bruteForced(cands, na)
+			slices.SortFunc(got, func(a, b [2]int) int { return a[0]*16 + a[1] - b[0]*16 - b[1] })
+			if !slices.Equal(got, want) {
+				t.Fatalf("limit %d, round %d: forced %v, want %v (links %v)", limit, round, got, want, cands)
+			}
+			best, _ := bruteMatchings(cands, na)
+			if size := m.matchingSize(edges, apps); size != best {
+				t.Fatalf("limit %d, round %d: maximum matching %d, want %d", limit, round, size, best)
+			}
+			size, _ := m.maxMatching(m.candidateLinks(edges, apps, false), na)
+			if size != best {
+				t.Fatalf("limit %d, round %d: maxMatching %d, want %d", limit, round, size, best)
+			}
+			if planted {
+				perfectRounds++
+				if !m.perfect(m.adj, size) {
+					t.Fatalf("round %d: a planted perfect matching of %d was not found perfect (links %v)", round, size, cands)
 				}
 			}
 		}
-		cands := slices.Clone(m.edgeCands)
-		got := slices.Clone(m.forcedPairs(edges, apps, false))
-		want := bruteForced(cands, na)
-		slices.SortFunc(got, func(a, b [2]int) int { return a[0]*16 + a[1] - b[0]*16 - b[1] })
-		if !slices.Equal(got, want) {
-			t.Fatalf("round %d: forced %v, want %v (links %v)", round, got, want, cands)
+		if perfectRounds == 0 {
+			t.Fatal("no graph took the perfect-matching path")
 		}
-		size, _ := m.maxMatching(m.candidateLinks(edges, apps, false), na)
-		if best, _ := bruteMatchings(cands, na); size != best {
-			t.Fatalf("round %d: maximum matching %d, want %d", round, size, best)
-		}
-		if planted {
-			perfectRounds++
-			if !m.perfect(m.adj, size) {
-				t.Fatalf("round %d: a planted perfect matching of %d was not found perfect (links %v)", round, size, cands)
-			}
-		}
-	}
-	if perfectRounds == 0 {
-		t.Fatal("no graph took the perfect-matching path")
 	}
 }
 

@@ -678,7 +678,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdge
 	// total proxy time: the sum of the outer durations minus the sum of
 	// the inner ones. That keeps the mean exact under heavy concurrency.
 	if ambEdges > 0 && ambEdges == ambApps {
-		if size, _ := mt.maxMatching(mt.candidateLinks(edges, apps, false), len(apps)); size == ambEdges {
+		if size := mt.matchingSize(edges, apps); size == ambEdges {
 			p.counts.AmbiguousSettled += uint64(size)
 			p.counts.AmbiguousProxyAdded += edgeSum - appSum
 		}
