@@ -75,6 +75,7 @@ func NewOptions(streams genericiooptions.IOStreams) *Options {
 			Connections:      16,
 			Duration:         30 * time.Second,
 			ProgressInterval: 2 * time.Second,
+			ReadyTimeout:     30 * time.Second,
 		},
 		Output:    "-",
 		LogLevel:  "warning",
@@ -128,6 +129,7 @@ SIGTERM or SIGINT, partial result written.`,
 	f.DurationVar(&o.Warmup, "warmup", 0, "unmeasured phase at the same rate before the measured one")
 	f.IntVar(&o.PayloadSize, "payload-size", 0, "request body size in bytes (HTTP: a POST; gRPC: needs --grpc-ping)")
 	f.DurationVar(&o.Timeout, "timeout", 0, "per-request timeout (0: fortio's default, 3s)")
+	f.DurationVar(&o.ReadyTimeout, "ready-timeout", o.ReadyTimeout, "how long to wait for the target to accept connections before the first phase (0: do not wait)")
 	f.BoolVar(&o.GRPCPing, "grpc-ping", false, "gRPC: call fortio's Ping service instead of grpc.health.v1 Check")
 	f.StringVar(&o.GRPCService, "grpc-service", "", "gRPC: service name for the health check (default: the server's overall health)")
 	f.StringVarP(&o.Output, "output", "o", o.Output, "result file, or - for stdout")

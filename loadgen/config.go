@@ -64,6 +64,9 @@ type Config struct {
 	PayloadSize int
 	// Timeout is the per-request timeout; 0 means fortio's default, 3s.
 	Timeout time.Duration
+	// ReadyTimeout is how long to wait, before the first phase, for the
+	// target to accept a TCP connection; 0 does not wait.
+	ReadyTimeout time.Duration
 	// GRPCPing calls fortio's Ping service instead of grpc.health.v1 Check.
 	GRPCPing bool
 	// GRPCService is the service name sent in health checks ("" is the
@@ -109,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		add("--timeout %s is negative", c.Timeout)
+	}
+	if c.ReadyTimeout < 0 {
+		add("--ready-timeout %s is negative", c.ReadyTimeout)
 	}
 	if c.ProgressInterval < 0 {
 		add("--progress-interval %s is negative", c.ProgressInterval)

@@ -31,6 +31,7 @@ func Run(ctx context.Context, c Config, onProgress func(Progress)) (*Result, err
 	}
 	payload := makePayload(c.PayloadSize)
 
+	waitForTarget(ctx, &c)
 	var warmupRequests int64
 	if c.Warmup > 0 {
 		w, err := runPhase(ctx, &c, payload, PhaseWarmup, onProgress)

@@ -335,6 +335,64 @@ func TestUnreachableTargetIsAnError(t *testing.T) {
 	}
 }
 
+// freeLoopbackAddr returns a loopback address that nothing listens on.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// A target that starts listening after the run starts, the way a Service's
+// new endpoint does once kube-proxy has programmed it, is waited for.
+func TestWaitsForTargetToListen(t *testing.T) {
+	addr := freeLoopbackAddr(t)
+	es := &echo.Server{}
+	srv := httptest.NewUnstartedServer(es)
+	t.Cleanup(srv.Close)
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		time.Sleep(700 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen on %s again: %v", addr, err)
+			return
+		}
+		srv.Listener = l
+		srv.Start()
+	}()
+	r, err := Run(context.Background(), Config{URL: "http://" + addr + "/", Protocol: HTTP, QPS: 50, Connections: 2,
+		Duration: 300 * time.Millisecond, ReadyTimeout: time.Minute}, nil)
+	<-started
+	if err != nil {
+		t.Fatalf("run against a target that came up late: %v", err)
+	}
+	checkConsistent(t, r)
+	if r.Requests == 0 || r.Errors != 0 {
+		t.Errorf("requests %d errors %d, want some and none", r.Requests, r.Errors)
+	}
+}
+
+// The wait is bounded: a target that never listens still fails, with
+// fortio's error, once ReadyTimeout has passed.
+func TestWaitForTargetGivesUp(t *testing.T) {
+	addr := freeLoopbackAddr(t)
+	start := time.Now()
+	_, err := Run(context.Background(), Config{URL: "http://" + addr + "/", Protocol: HTTP, QPS: 10, Connections: 1,
+		Duration: time.Second, ReadyTimeout: 600 * time.Millisecond}, nil)
+	if err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("err = %v, want one saying the target did not answer", err)
+	}
+	if waited := time.Since(start); waited < 600*time.Millisecond {
+		t.Errorf("gave up after %s, before the ready timeout", waited)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	ok := Config{URL: "http://echo:8080/", Protocol: HTTP, QPS: 10, Connections: 1, Duration: time.Second}
 	if err := ok.Validate(); err != nil {
