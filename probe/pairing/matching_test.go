@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -211,4 +212,49 @@ func TestCandidateLinksMatchBruteForce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkResolveBursts: 8 connections as fortio runs them at maximum
+// throughput through a proxy, in bursts: each connection's next request
+// starts at the next of a shared 120 us cadence, edges last 60 us plus a
+// log-normal part (median ~240 us, p99 ~2 ms), and the app exchange, 10-40%
+// of its edge, lies anywhere inside it. Long edges bridge bursts: nearly
+// every group holds 5 to 128 requests, most 9 to 64, where ResolveOverlapping's
+// hold mostly 8 or fewer. (The bench's real groups at 22k rps are larger
+// still, half of the requests in groups over 64: docs/benchmarks.md,
+// session 10.) ns/op is per request.
+//
+//	go test -run '^$' -bench ResolveBursts -benchtime 200000x ./probe/pairing
+func BenchmarkResolveBursts(b *testing.B) {
+	const conns = 8
+	p := New(Config{Horizon: time.Second})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var next [conns]uint64
+	tick, lastResolve := uint64(0), uint64(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		c := 0
+		for k := range next {
+			if next[k] < next[c] {
+				c = k
+			}
+		}
+		at := next[c]
+		dur := 60*us + uint64(180*float64(us)*math.Exp(rng.NormFloat64()))
+		app := uint64((0.1 + 0.3*rng.Float64()) * float64(dur))
+		in := uint64(rng.Float64() * float64(dur-app))
+		p.Add(appEv(8080, 50000+uint16(c), at+in, at+in, at+in+app, at+in+app))
+		p.Add(edgeEv(8080, 40000+uint16(c), at, at, at+dur, at+dur))
+		for tick < at+dur+7*us {
+			tick += 120 * us
+		}
+		next[c] = tick + uint64(rng.IntN(8))*us
+		if at-lastResolve >= 100*ms { // the agent's resolve interval
+			p.Resolve(base + at)
+			lastResolve = at
+		}
+	}
+	p.Drain()
+	cn := p.Counts()
+	b.ReportMetric(float64(cn.AmbiguousEdge)/float64(max(cn.Edge, 1)), "ambiguous/request")
 }
