@@ -9,17 +9,26 @@ import (
 	"fortio.org/log"
 )
 
-// readyRetryEvery is the pause between two attempts to reach the target.
+// readyRetryEvery is the pause after a failed attempt to reach the target.
 const readyRetryEvery = 250 * time.Millisecond
 
-// waitForTarget returns once the target accepts a TCP connection, or when
-// c.ReadyTimeout has passed, or ctx ends. It is there because a Service can
-// refuse connections for a moment after its pods turn Ready: kube-proxy
-// programs a new endpoint after the EndpointSlice says so, and a sidecar
-// may start listening after its readiness was last checked. fortio gives
-// up on the first failed request of any connection (a CI run of the Caddy
-// end-to-end test failed that way, "error -1", right after the Deployment
-// became available). Only the connection is waited for: once it is
+// readyStreak is how many connections in a row the target must accept.
+// Behind a Service each connection goes to an endpoint of kube-proxy's
+// choosing; while kube-proxy still has a pod that has gone (a rollout),
+// some connections go nowhere. With half the endpoints stale, eight in a
+// row pass by chance once in 256 waits.
+const readyStreak = 8
+
+// waitForTarget returns once the target accepts readyStreak TCP
+// connections in a row, or when c.ReadyTimeout has passed, or ctx ends.
+// fortio gives up on the first failed request of any connection, and a
+// Service can fail some connections for a moment after its pods turn
+// Ready: kube-proxy programs a new endpoint, and drops a deleted one, a
+// little after the EndpointSlice says so, and a sidecar may start
+// listening after its readiness was last checked. Two CI runs failed that
+// way with fortio's "error -1": right after a Deployment became available,
+// and (no request answered in 3 s) right after `probe enable --restart`
+// rolled the pods. Only connections are waited for: once they are
 // accepted, fortio's own first requests decide, so a wrong path or a
 // failing target is reported at once, with fortio's error.
 func waitForTarget(ctx context.Context, c *Config) {
@@ -30,26 +39,39 @@ func waitForTarget(ctx context.Context, c *Config) {
 	ctx, cancel := context.WithTimeout(ctx, c.ReadyTimeout)
 	defer cancel()
 	start := time.Now()
-	warned := false
-	for {
-		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+	dial := (&net.Dialer{Timeout: time.Second}).DialContext
+	failed, ok := waitAccepting(ctx, addr, dial, func(err error) {
+		log.Warnf("%s does not accept every connection yet (%v); retrying for up to %s", addr, err, c.ReadyTimeout)
+	})
+	if ok && failed > 0 {
+		log.Warnf("%s accepts connections after %s (%d failed)", addr, time.Since(start).Round(time.Millisecond), failed)
+	}
+}
+
+// waitAccepting dials addr until readyStreak dials in a row succeed, or ctx
+// ends. It returns how many dials failed, and whether the streak was
+// reached; firstFailure is called on the first failure.
+func waitAccepting(ctx context.Context, addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error), firstFailure func(error)) (failed int, ok bool) {
+	streak := 0
+	for streak < readyStreak {
+		conn, err := dial(ctx, "tcp", addr)
 		if err == nil {
 			conn.Close()
-			if warned {
-				log.Warnf("%s accepts connections after %s", addr, time.Since(start).Round(time.Millisecond))
-			}
-			return
+			streak++
+			continue
 		}
-		if !warned {
-			log.Warnf("%s does not accept connections yet (%v); retrying for up to %s", addr, err, c.ReadyTimeout)
-			warned = true
+		if failed == 0 {
+			firstFailure(err)
 		}
+		failed++
+		streak = 0
 		select {
 		case <-ctx.Done():
-			return
+			return failed, false
 		case <-time.After(readyRetryEvery):
 		}
 	}
+	return failed, true
 }
 
 // targetAddr is the target's host:port, with the scheme's default port for

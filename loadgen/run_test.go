@@ -393,6 +393,40 @@ func TestWaitForTargetGivesUp(t *testing.T) {
 	}
 }
 
+// Behind a Service with a stale endpoint, some connections fail among
+// accepted ones: the wait wants readyStreak accepted in a row.
+func TestWaitAcceptingWantsAStreak(t *testing.T) {
+	// Accepted, accepted, refused, then accepted from there on.
+	var dials int
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dials++
+		if dials == 3 {
+			return nil, errors.New("connection refused")
+		}
+		a, b := net.Pipe()
+		b.Close()
+		return a, nil
+	}
+	var first error
+	failed, ok := waitAccepting(context.Background(), "echo:80", dial, func(err error) { first = err })
+	if !ok || failed != 1 || first == nil {
+		t.Errorf("ok %v failed %d first %v, want true, 1 and the refusal", ok, failed, first)
+	}
+	if want := 3 + readyStreak; dials != want {
+		t.Errorf("%d dials, want %d: two before the refusal and a whole streak after it", dials, want)
+	}
+
+	// Never accepted: the wait ends with its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	failed, ok = waitAccepting(ctx, "echo:80", func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("i/o timeout")
+	}, func(error) {})
+	if ok || failed == 0 {
+		t.Errorf("ok %v failed %d against a target that never accepts", ok, failed)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	ok := Config{URL: "http://echo:8080/", Protocol: HTTP, QPS: 10, Connections: 1, Duration: time.Second}
 	if err := ok.Validate(); err != nil {
