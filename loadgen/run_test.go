@@ -323,13 +323,8 @@ func TestErrorsAreCounted(t *testing.T) {
 }
 
 func TestUnreachableTargetIsAnError(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there any more
-	_, err = Run(context.Background(), Config{URL: "http://" + addr + "/", Protocol: HTTP, QPS: 10, Connections: 1, Duration: time.Second}, nil)
+	addr := freeLoopbackAddr(t)
+	_, err := Run(context.Background(), Config{URL: "http://" + addr + "/", Protocol: HTTP, QPS: 10, Connections: 1, Duration: time.Second}, nil)
 	if err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("err = %v, want one saying the target did not answer", err)
 	}

@@ -144,12 +144,28 @@ func bruteForced(edges [][]int, na int) [][2]int {
 //
 //	go test -run '^$' -bench ResolveOverlapping -benchtime 100000x ./probe/pairing
 func BenchmarkResolveOverlapping(b *testing.B) {
+	resolveConnections(b, func(c int) uint64 { return uint64(c) * 100 * us },
+		func(p *Pairer, rng *rand.Rand, c int, at uint64) uint64 {
+			in := 50*us + uint64(rng.IntN(50))*us
+			dur := 600*us + uint64(rng.IntN(400))*us
+			p.Add(appEv(8080, 50000+uint16(c), at+in, at+in+10*us, at+dur-in-10*us, at+dur-in))
+			p.Add(edgeEv(8080, 40000+uint16(c), at, at+5*us, at+dur-5*us, at+dur))
+			return at + dur + 20*us
+		})
+}
+
+// resolveConnections drives a Pairer with 8 connections as fortio's are:
+// each step, the connection whose next request is due first sends it
+// (send adds its exchanges and returns when that connection sends the
+// next), and every 100 ms of request time resolves, as the agent does.
+// first gives each connection's first request time.
+func resolveConnections(b *testing.B, first func(c int) uint64, send func(p *Pairer, rng *rand.Rand, c int, at uint64) uint64) {
 	const conns = 8
 	p := New(Config{Horizon: time.Second})
 	rng := rand.New(rand.NewPCG(1, 2))
 	var next [conns]uint64 // when each connection sends its next request
 	for c := range next {
-		next[c] = uint64(c) * 100 * us
+		next[c] = first(c)
 	}
 	lastResolve := uint64(0)
 	b.ReportAllocs()
@@ -161,11 +177,7 @@ func BenchmarkResolveOverlapping(b *testing.B) {
 			}
 		}
 		at := next[c]
-		in := 50*us + uint64(rng.IntN(50))*us
-		dur := 600*us + uint64(rng.IntN(400))*us
-		p.Add(appEv(8080, 50000+uint16(c), at+in, at+in+10*us, at+dur-in-10*us, at+dur-in))
-		p.Add(edgeEv(8080, 40000+uint16(c), at, at+5*us, at+dur-5*us, at+dur))
-		next[c] = at + dur + 20*us
+		next[c] = send(p, rng, c, at)
 		if at-lastResolve >= 100*ms { // the agent's resolve interval
 			p.Resolve(base + at)
 			lastResolve = at
@@ -226,35 +238,17 @@ func TestCandidateLinksMatchBruteForce(t *testing.T) {
 //
 //	go test -run '^$' -bench ResolveBursts -benchtime 200000x ./probe/pairing
 func BenchmarkResolveBursts(b *testing.B) {
-	const conns = 8
-	p := New(Config{Horizon: time.Second})
-	rng := rand.New(rand.NewPCG(1, 2))
-	var next [conns]uint64
-	tick, lastResolve := uint64(0), uint64(0)
-	b.ReportAllocs()
-	for b.Loop() {
-		c := 0
-		for k := range next {
-			if next[k] < next[c] {
-				c = k
+	tick := uint64(0)
+	resolveConnections(b, func(int) uint64 { return 0 },
+		func(p *Pairer, rng *rand.Rand, c int, at uint64) uint64 {
+			dur := 60*us + uint64(180*float64(us)*math.Exp(rng.NormFloat64()))
+			app := uint64((0.1 + 0.3*rng.Float64()) * float64(dur))
+			in := uint64(rng.Float64() * float64(dur-app))
+			p.Add(appEv(8080, 50000+uint16(c), at+in, at+in, at+in+app, at+in+app))
+			p.Add(edgeEv(8080, 40000+uint16(c), at, at, at+dur, at+dur))
+			for tick < at+dur+7*us {
+				tick += 120 * us
 			}
-		}
-		at := next[c]
-		dur := 60*us + uint64(180*float64(us)*math.Exp(rng.NormFloat64()))
-		app := uint64((0.1 + 0.3*rng.Float64()) * float64(dur))
-		in := uint64(rng.Float64() * float64(dur-app))
-		p.Add(appEv(8080, 50000+uint16(c), at+in, at+in, at+in+app, at+in+app))
-		p.Add(edgeEv(8080, 40000+uint16(c), at, at, at+dur, at+dur))
-		for tick < at+dur+7*us {
-			tick += 120 * us
-		}
-		next[c] = tick + uint64(rng.IntN(8))*us
-		if at-lastResolve >= 100*ms { // the agent's resolve interval
-			p.Resolve(base + at)
-			lastResolve = at
-		}
-	}
-	p.Drain()
-	cn := p.Counts()
-	b.ReportMetric(float64(cn.AmbiguousEdge)/float64(max(cn.Edge, 1)), "ambiguous/request")
+			return tick + uint64(rng.IntN(8))*us
+		})
 }
