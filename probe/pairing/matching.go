@@ -82,11 +82,15 @@ func filled(s []int, n, v int) []int {
 // even alternating path from an unmatched node (its app reachable from an
 // unmatched edge, or its edge reaching back from an unmatched app). The
 // links of M that do neither are forced.
-func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
+//
+// perfect reports whether M covers every unused node that has a link: then
+// the nodes left after the forced pairs can all still be paired at once
+// (M without the forced pairs pairs them), which solve needs to know.
+func (m *matcher) forcedPairs(edges, apps []*node, strict bool) (forced [][2]int, perfect bool) {
 	if fits(len(edges), len(apps)) {
 		m.small.build(m.edgeCands, edges, apps, strict)
 		m.forced = m.small.forced(m.forced[:0])
-		return m.forced
+		return m.forced, m.small.perfect()
 	}
 	adj := m.candidateLinks(edges, apps, strict)
 	size, appMate := m.maxMatching(adj, len(apps))
@@ -98,7 +102,7 @@ func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
 		}
 	}
 	if m.perfect(adj, size) {
-		return m.forcedInPerfect(adj)
+		return m.forcedInPerfect(adj), true
 	}
 	// Directed graph on ne+len(apps) vertices, and its reverse.
 	m.out, m.in = lists(m.out, n), lists(m.in, n)
@@ -131,7 +135,7 @@ func (m *matcher) forcedPairs(edges, apps []*node, strict bool) [][2]int {
 		}
 		m.forced = append(m.forced, [2]int{i, j})
 	}
-	return m.forced
+	return m.forced, false
 }
 
 // perfect: the matching of the given size covers every edge and every app

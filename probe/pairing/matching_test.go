@@ -1,16 +1,20 @@
 package pairing
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 )
 
 // forcedPairs against brute force: on random small candidate graphs, the
 // links it returns are exactly those in every maximum matching, and
-// matchingSize is the maximum size. One matcher serves every graph, as in
+// matchingSize is the maximum size, and it says the matching is perfect
+// exactly when a maximum matching covers every linked node. One matcher serves every graph, as in
 // a Pairer, so reused arrays that kept something of an earlier graph would
 // show. Every other graph has as many apps as edges and a planted perfect
 // matching (the case of forcedInPerfect); in a third of the others some
@@ -52,13 +56,26 @@ func TestForcedPairsMatchBruteForce(t *testing.T) {
 					}
 				}
 			}
-			got := slices.Clone(m.forcedPairs(edges, apps, false))
+			forced, perfect := m.forcedPairs(edges, apps, false)
+			got := slices.Clone(forced)
 			want := bruteForced(cands, na)
 			slices.SortFunc(got, func(a, b [2]int) int { return a[0]*16 + a[1] - b[0]*16 - b[1] })
 			if !slices.Equal(got, want) {
 				t.Fatalf("limit %d, round %d: forced %v, want %v (links %v)", limit, round, got, want, cands)
 			}
 			best, _ := bruteMatchings(cands, na)
+			linkedEdges, linkedApps := 0, map[int]bool{}
+			for _, js := range cands {
+				if len(js) > 0 {
+					linkedEdges++
+				}
+				for _, j := range js {
+					linkedApps[j] = true
+				}
+			}
+			if want := best == linkedEdges && best == len(linkedApps); perfect != want {
+				t.Fatalf("limit %d, round %d: perfect %v, want %v (links %v)", limit, round, perfect, want, cands)
+			}
 			if size := m.matchingSize(edges, apps); size != best {
 				t.Fatalf("limit %d, round %d: maximum matching %d, want %d", limit, round, size, best)
 			}
@@ -77,6 +94,185 @@ func TestForcedPairsMatchBruteForce(t *testing.T) {
 			t.Fatal("no graph took the perfect-matching path")
 		}
 	}
+}
+
+// A Pairer decides every group as the definition says, checked against
+// brute force on random groups whose requests and responses span several
+// packets, so that some links hold by containment but not by the causal
+// bounds: per connected group of containment links, the pairs in every
+// maximum matching; then, among the exchanges left, those in every maximum
+// matching of the causal links; every exchange left is ambiguous if it
+// still has a containment link to another one left, else unmatched; and
+// the ambiguous ones are settled when as many edges as apps are left and a
+// matching pairs them all. Both the bit-set and the list-based graphs.
+func TestSolveMatchesBruteForce(t *testing.T) {
+	// Found by the random rounds with groups of up to 7 a side: the
+	// containment pass's matching is perfect, the causal pass then takes
+	// a pair, and the four edges and four apps left cannot all be paired
+	// at once: they are ambiguous, not settled.
+	fixed := []exchange.Event{
+		edgeEv(8080, 100, 186*us, 596*us, 1529*us, 1775*us),
+		edgeEv(8080, 101, 887*us, 887*us, 1727*us, 1727*us),
+		edgeEv(8080, 102, 821*us, 1203*us, 1865*us, 1947*us),
+		edgeEv(8080, 103, 217*us, 217*us, 1230*us, 1230*us),
+		edgeEv(8080, 104, 824*us, 998*us, 2246*us, 2343*us),
+		edgeEv(8080, 105, 255*us, 697*us, 807*us, 807*us),
+		appEv(8080, 200, 454*us, 454*us, 732*us, 758*us),
+		appEv(8080, 201, 951*us, 1048*us, 1238*us, 1276*us),
+		appEv(8080, 202, 367*us, 377*us, 861*us, 861*us),
+		appEv(8080, 203, 890*us, 890*us, 1585*us, 1728*us),
+		appEv(8080, 204, 832*us, 832*us, 1448*us, 1448*us),
+		appEv(8080, 205, 287*us, 297*us, 696*us, 696*us),
+		appEv(8080, 206, 718*us, 718*us, 2149*us, 2328*us),
+	}
+	// check returns how many pairs the causal pass found.
+	check := func(t *testing.T, evs []exchange.Event) int {
+		p := New(Config{})
+		var edges, apps []Exchange
+		for _, ev := range evs {
+			p.Add(ev)
+			if ev.Leg == exchange.LegEdge {
+				edges = append(edges, exchangeOf(&ev))
+			} else {
+				apps = append(apps, exchangeOf(&ev))
+			}
+		}
+		want, wantPairs := referenceSolve(edges, apps)
+		var gotPairs [][2]uint16
+		for _, r := range p.Drain() {
+			gotPairs = append(gotPairs, [2]uint16{r.Edge.ClientPort, r.App.ClientPort})
+		}
+		slices.SortFunc(gotPairs, func(a, b [2]uint16) int { return int(a[0]) - int(b[0]) })
+		c := p.Counts()
+		got := Counts{Edge: c.Edge, App: c.App, Paired: c.Paired, UnmatchedEdge: c.UnmatchedEdge, UnmatchedApp: c.UnmatchedApp,
+			AmbiguousEdge: c.AmbiguousEdge, AmbiguousApp: c.AmbiguousApp, AmbiguousSettled: c.AmbiguousSettled}
+		if !slices.Equal(gotPairs, wantPairs) || got != want.Counts {
+			t.Fatalf("pairs %v counts %+v, want %v %+v\nedges %+v\napps %+v", gotPairs, got, wantPairs, want.Counts, edges, apps)
+		}
+		return want.causalPairs
+	}
+	defer func(limit int) { smallGroupLimit = limit }(smallGroupLimit)
+	for _, limit := range []int{64, 0} {
+		smallGroupLimit = limit
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			if check(t, fixed) == 0 {
+				t.Fatal("the fixed case no longer needs the causal pass")
+			}
+			rng := rand.New(rand.NewPCG(13, 17))
+			causalPairs := 0
+			for range 4000 {
+				ne, na := 1+rng.IntN(6), 1+rng.IntN(6)
+				var evs []exchange.Event
+				for k := range ne + na {
+					rs := uint64(rng.IntN(1000)) * us
+					re := rs + uint64(rng.IntN(3))*uint64(rng.IntN(300))*us
+					ps := re + uint64(1+rng.IntN(1500))*us
+					pe := ps + uint64(rng.IntN(3))*uint64(rng.IntN(300))*us
+					if k < ne {
+						evs = append(evs, edgeEv(8080, uint16(100+k), rs, re, ps, pe))
+					} else {
+						evs = append(evs, appEv(8080, uint16(200+k-ne), rs, re, ps, pe))
+					}
+				}
+				causalPairs += check(t, evs)
+			}
+			if causalPairs < 50 {
+				t.Fatalf("the causal pass found only %d pairs", causalPairs)
+			}
+		})
+	}
+}
+
+// referenceSolve decides exchanges by the definitions, by brute force (see
+// TestSolveMatchesBruteForce), and how many pairs the causal pass found.
+func referenceSolve(edges, apps []Exchange) (want struct {
+	Counts
+	causalPairs int
+}, pairs [][2]uint16) {
+	want.Edge, want.App = uint64(len(edges)), uint64(len(apps))
+	ne := len(edges)
+	// Groups: connected components of the containment links.
+	group := make([]int, ne+len(apps))
+	for i := range group {
+		group[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		if group[i] != i {
+			group[i] = find(group[i])
+		}
+		return group[i]
+	}
+	for i := range edges {
+		for j := range apps {
+			if contains(&edges[i], &apps[j]) {
+				group[find(ne+j)] = find(i)
+			}
+		}
+	}
+	roots := map[int]bool{}
+	for i := range group {
+		roots[find(i)] = true
+	}
+	for root := range roots {
+		var es, as []int
+		for i := range edges {
+			if find(i) == root {
+				es = append(es, i)
+			}
+		}
+		for j := range apps {
+			if find(ne+j) == root {
+				as = append(as, j)
+			}
+		}
+		usedE, usedA := make([]bool, len(es)), make([]bool, len(as))
+		links := func(ok func(e, a *Exchange) bool) [][]int {
+			l := make([][]int, len(es))
+			for x, i := range es {
+				for y, j := range as {
+					if !usedE[x] && !usedA[y] && ok(&edges[i], &apps[j]) {
+						l[x] = append(l[x], y)
+					}
+				}
+			}
+			return l
+		}
+		for pass, ok := range []func(e, a *Exchange) bool{contains, causal} {
+			for _, f := range bruteForced(links(ok), len(as)) {
+				usedE[f[0]], usedA[f[1]] = true, true
+				pairs = append(pairs, [2]uint16{edges[es[f[0]]].ClientPort, apps[as[f[1]]].ClientPort})
+				want.Paired++
+				want.causalPairs += pass
+			}
+		}
+		left := links(contains)
+		ambE, ambA := 0, map[int]bool{}
+		for x := range es {
+			switch {
+			case usedE[x]:
+			case len(left[x]) > 0:
+				ambE++
+				for _, y := range left[x] {
+					ambA[y] = true
+				}
+			default:
+				want.UnmatchedEdge++
+			}
+		}
+		for y := range as {
+			if !usedA[y] && !ambA[y] {
+				want.UnmatchedApp++
+			}
+		}
+		want.AmbiguousEdge += uint64(ambE)
+		want.AmbiguousApp += uint64(len(ambA))
+		if best, _ := bruteMatchings(left, len(as)); ambE > 0 && ambE == len(ambA) && best == ambE {
+			want.AmbiguousSettled += uint64(ambE)
+		}
+	}
+	slices.SortFunc(pairs, func(a, b [2]uint16) int { return int(a[0]) - int(b[0]) })
+	return want, pairs
 }
 
 // bruteMatchings enumerates every matching of the graph given by each

@@ -74,6 +74,23 @@ func (g *smallGraph) match() int {
 	return size
 }
 
+// perfect: the matching covers every edge and every app that has a link,
+// as matcher.perfect.
+func (g *smallGraph) perfect() bool {
+	var linked, matched uint64 // apps
+	for i := range g.ne {
+		if g.adj[i] == 0 {
+			continue
+		}
+		if g.edgeMate[i] < 0 {
+			return false
+		}
+		linked |= g.adj[i]
+		matched |= 1 << g.edgeMate[i]
+	}
+	return linked&^matched == 0
+}
+
 // augment looks for an augmenting path from edge i through apps not yet
 // visited in this search.
 func (g *smallGraph) augment(i int, visited *uint64) bool {
