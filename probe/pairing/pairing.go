@@ -221,6 +221,7 @@ type scratch struct {
 	groups            []group
 	doneEdge, doneApp []bool
 	results           []Result
+	nonCausal         int // of the last resolve's links
 }
 
 // retain bounds what the Pairer keeps for reuse, in nodes or array
@@ -361,7 +362,12 @@ func contains(edge, app *Exchange) bool {
 // TLS records the proxy sends on its own (session tickets) can precede the
 // response on the edge leg.
 func causal(edge, app *Exchange) bool {
-	return contains(edge, app) && edge.RequestEnd <= app.RequestEnd && app.ResponseStart <= edge.ResponseStart
+	return contains(edge, app) && causalBounds(edge, app)
+}
+
+// causalBounds: the inner bounds of causal alone.
+func causalBounds(edge, app *Exchange) bool {
+	return edge.RequestEnd <= app.RequestEnd && app.ResponseStart <= edge.ResponseStart
 }
 
 func (p *Pairer) resolve(cutoff uint64) []Result {
@@ -412,6 +418,7 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	links := linkTable{start: sized(s.links.start, na+1), flat: s.links.flat[:0]}
 	active := s.active[:0] // edge indices, ascending
 	next := 0
+	nonCausal := 0 // links that hold by containment but not by the causal bounds
 	for ai := range apps {
 		a := &apps[ai]
 		links.start[ai] = len(links.flat)
@@ -428,6 +435,9 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 			kept = append(kept, ei)
 			if contains(e, &a.x) && p.portMatches(e, &a.x) {
 				links.flat = append(links.flat, ei)
+				if !causalBounds(e, &a.x) {
+					nonCausal++
+				}
 				if ra, re := find(ne+ai), find(ei); ra != re {
 					parent[ra] = re
 				}
@@ -438,17 +448,22 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 	s.active = active
 	links.start[na] = len(links.flat)
 	s.links = links
+	s.nonCausal = nonCausal
+	// Every node's root, once: the loops below read it from parent.
+	for i := range parent {
+		parent[i] = find(i)
+	}
 
 	// Each group's latest end, by root. Only groups past the cutoff are
 	// decided, so only their members are gathered.
 	end := sized(s.end, ne+na)
 	s.end = end
 	for ei := range edges {
-		r := find(ei)
+		r := parent[ei]
 		end[r] = max(end[r], edges[ei].x.ResponseEnd)
 	}
 	for ai := range apps {
-		r := find(ne + ai)
+		r := parent[ne+ai]
 		end[r] = max(end[r], apps[ai].x.ResponseEnd)
 	}
 	slot := sized(s.slot, ne+na) // root -> 1 + index in groups
@@ -474,13 +489,13 @@ func (p *Pairer) resolve(cutoff uint64) []Result {
 		return &groups[slot[root]-1]
 	}
 	for ei := range edges {
-		if r := find(ei); end[r] <= cutoff {
+		if r := parent[ei]; end[r] <= cutoff {
 			g := get(r)
 			g.edges = append(g.edges, ei)
 		}
 	}
 	for ai := range apps {
-		if r := find(ne + ai); end[r] <= cutoff {
+		if r := parent[ne+ai]; end[r] <= cutoff {
 			g := get(r)
 			g.apps = append(g.apps, ai)
 		}
@@ -644,7 +659,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdge
 	settled := false
 	for _, strict := range []bool{false, true} {
 		if strict {
-			if !anyNonCausalLink(edges, apps, edgeCands) {
+			if p.scratch.nonCausal == 0 || !anyNonCausalLink(edges, apps, edgeCands) {
 				break
 			}
 			settled = false // the causal graph may leave out linked nodes
