@@ -335,7 +335,8 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 // the kubelet's own formulas: cpu.shares = request*1024/1000 and a CFS quota
 // of limit/1000 of each 100 ms period. On a cgroup v2 host with the cpu
 // controller it writes cpu.weight (the kubelet's conversion of those shares)
-// and cpu.max on the probe's v2 cgroup; on a hybrid host, where the cpu
+// on the probe's v2 cgroup and on its pod's, and cpu.max on the probe's; on
+// a hybrid host, where the cpu
 // controller is on v1, it makes a v1 cpu cgroup and moves the process there,
 // returning that directory for removal.
 func limitLikeKubelet(pid int, v2dir string, requestMilli, limitMilli int64) (string, error) {
@@ -347,10 +348,19 @@ func limitLikeKubelet(pid int, v2dir string, requestMilli, limitMilli int64) (st
 		if err := os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
 			return "", fmt.Errorf("enable the cpu controller under %s: %w", parent, err)
 		}
-		weight := 1 + ((shares-2)*9999)/262142
-		for file, v := range map[string]string{"cpu.weight": strconv.FormatInt(weight, 10), "cpu.max": fmt.Sprintf("%d 100000", quota)} {
-			if err := os.WriteFile(filepath.Join(v2dir, file), []byte(v), 0); err != nil {
-				return "", fmt.Errorf("%s: %w", file, err)
+		weight := strconv.FormatInt(1+((shares-2)*9999)/262142, 10)
+		// The weight counts only against siblings: the probe is alone in
+		// its "pod", so the pod's cgroup gets it too. Left at the default
+		// (100, a whole core's request), the pod would compete with the
+		// workload's cgroup as an equal; the kubelet gives a pod the sum
+		// of its containers' requests.
+		for _, w := range []struct{ dir, file, v string }{
+			{parent, "cpu.weight", weight},
+			{v2dir, "cpu.weight", weight},
+			{v2dir, "cpu.max", fmt.Sprintf("%d 100000", quota)},
+		} {
+			if err := os.WriteFile(filepath.Join(w.dir, w.file), []byte(w.v), 0); err != nil {
+				return "", fmt.Errorf("%s: %w", filepath.Join(w.dir, w.file), err)
 			}
 		}
 		return "", nil
