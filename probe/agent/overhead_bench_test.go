@@ -335,10 +335,9 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 // the kubelet's own formulas: cpu.shares = request*1024/1000 and a CFS quota
 // of limit/1000 of each 100 ms period. On a cgroup v2 host with the cpu
 // controller it writes cpu.weight (the kubelet's conversion of those shares)
-// on the probe's v2 cgroup and on its pod's, and cpu.max on the probe's; on
-// a hybrid host, where the cpu
-// controller is on v1, it makes a v1 cpu cgroup and moves the process there,
-// returning that directory for removal.
+// on the probe's v2 cgroup and on its pod's, and cpu.max on the probe's; on a
+// hybrid host, where the cpu controller is on v1, it makes a v1 cpu cgroup
+// and moves the process there, returning that directory for removal.
 func limitLikeKubelet(pid int, v2dir string, requestMilli, limitMilli int64) (string, error) {
 	shares := max(2, requestMilli*1024/1000)
 	quota := limitMilli * 100000 / 1000
