@@ -12,11 +12,11 @@ import (
 )
 
 // forcedPairs against brute force: on random small candidate graphs, the
-// links it returns are exactly those in every maximum matching, and
-// matchingSize is the maximum size, and it says the matching is perfect
-// exactly when a maximum matching covers every linked node. One matcher serves every graph, as in
-// a Pairer, so reused arrays that kept something of an earlier graph would
-// show. Every other graph has as many apps as edges and a planted perfect
+// links it returns are exactly those in every maximum matching, it says
+// the matching is perfect exactly when a maximum matching covers every
+// linked node, and matchingSize is the maximum size. One matcher serves
+// every graph, as in a Pairer, so reused arrays that kept something of an
+// earlier graph would show. Every other graph has as many apps as edges and a planted perfect
 // matching (the case of forcedInPerfect); in a third of the others some
 // nodes are already used (paired by request ID), and their links must not
 // count. Both the bit-set graphs of small groups and the list-based ones

@@ -745,14 +745,14 @@ func uniqueID(id uint64, cands []int, edges []*node) bool {
 }
 
 // anyNonCausalLink: some unused edge has an unused candidate that it does
-// not hold by the causal bounds.
+// not hold by the causal bounds (candidates are contained already).
 func anyNonCausalLink(edges, apps []*node, edgeCands [][]int) bool {
 	for i, e := range edges {
 		if e.used {
 			continue
 		}
 		for _, j := range edgeCands[i] {
-			if a := apps[j]; !a.used && !causal(&e.x, &a.x) {
+			if a := apps[j]; !a.used && !causalBounds(&e.x, &a.x) {
 				return true
 			}
 		}

@@ -54,19 +54,23 @@ func loadRecordedTrace(tb testing.TB, start uint64) []exchange.Event {
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		// Per exchange: client and server port, request start's step
+		// (signed), then three unsigned durations.
 		var v [6]uint64
 		for i := range v {
 			if i == 2 {
-				d, err := binary.ReadVarint(r)
-				if err != nil {
-					tb.Fatalf("exchange %d: %v", len(evs), err)
-				}
+				var d int64
+				d, err = binary.ReadVarint(r)
 				v[i] = uint64(d)
-				continue
+			} else {
+				v[i], err = binary.ReadUvarint(r)
 			}
-			if v[i], err = binary.ReadUvarint(r); err != nil {
-				tb.Fatalf("exchange %d: %v", len(evs), err)
+			if err != nil {
+				break
 			}
+		}
+		if err != nil {
+			tb.Fatalf("%s, exchange %d: %v", recordedTrace, len(evs), err)
 		}
 		at += v[2]
 		ev := exchange.Event{
@@ -79,7 +83,7 @@ func loadRecordedTrace(tb testing.TB, start uint64) []exchange.Event {
 		if ev.Leg == exchange.LegEdge {
 			ev.Client, ev.Server = netip.AddrPortFrom(client, uint16(v[0])), netip.AddrPortFrom(podIP, uint16(v[1]))
 		} else {
-			ev.Client, ev.Server = netip.AddrPortFrom(proxyIP, uint16(v[0])), netip.AddrPortFrom(netip.IPv6Loopback(), uint16(v[1]))
+			ev.Client, ev.Server = netip.AddrPortFrom(proxyIP, uint16(v[0])), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(v[1]))
 		}
 		evs = append(evs, ev)
 	}
