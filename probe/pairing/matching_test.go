@@ -16,10 +16,10 @@ import (
 // the matching is perfect exactly when a maximum matching covers every
 // linked node, and matchingSize is the maximum size. One matcher serves
 // every graph, as in a Pairer, so reused arrays that kept something of an
-// earlier graph would show. Every other graph has as many apps as edges and a planted perfect
-// matching (the case of forcedInPerfect); in a third of the others some
-// nodes are already used (paired by request ID), and their links must not
-// count. Both the bit-set graphs of small groups and the list-based ones
+// earlier graph would show. Every other graph has as many apps as edges
+// and a planted perfect matching (the case of forcedInPerfect); in a third
+// of the others some nodes are already used (paired by request ID), and
+// their links must not count. Both the bit-set graphs of small groups and the list-based ones
 // of large groups are checked.
 func TestForcedPairsMatchBruteForce(t *testing.T) {
 	defer func(limit int) { smallGroupLimit = limit }(smallGroupLimit)
