@@ -227,6 +227,7 @@ func (p *ExchangeProbe) NewEventReader() (*ringbuf.Reader, error) {
 // FlushResult is what one idle scan did.
 type FlushResult struct {
 	Staged  int    // staged exchanges sent to the ring buffer (every CPU's)
+	Walked  bool   // the flow table was walked (false: settled, nothing to find)
 	Scanned int    // flows visited
 	Flushed int    // exchanges emitted (with exchange.FlagIdle)
 	Now     uint64 // CLOCK_MONOTONIC ns at the start of the scan
@@ -251,6 +252,11 @@ type FlushResult struct {
 // CPU (FlushStaged): they write finished exchanges to the ring buffer
 // several to a record, so the last few of a quiet CPU wait for the next
 // scan.
+//
+// The walk of the flow table is skipped while the table is settled: an
+// earlier walk found no finished exchange waiting for its idle time and no
+// packet has reached the programs since (the condition is in flush_idle's
+// comment). A quiet pod's probe then does no walk at all.
 func (p *ExchangeProbe) FlushIdle(idle time.Duration) (FlushResult, error) {
 	if idle < 0 {
 		idle = 0
@@ -272,7 +278,8 @@ func (p *ExchangeProbe) flush(in ExchangeFlushArgs) (FlushResult, error) {
 	if _, err := p.objs.FlushIdle.Run(&ebpf.RunOptions{Context: in, ContextOut: &out}); err != nil {
 		return FlushResult{}, fmt.Errorf("run flush_idle: %w", err)
 	}
-	return FlushResult{Staged: int(out.Staged), Scanned: int(out.Scanned), Flushed: int(out.Flushed), Now: out.NowNs}, nil
+	return FlushResult{Staged: int(out.Staged), Walked: out.Walked != 0, Scanned: int(out.Scanned),
+		Flushed: int(out.Flushed), Now: out.NowNs}, nil
 }
 
 // EdgeServerCgroups returns, per edge port, the cgroup v2 id of the socket

@@ -128,7 +128,8 @@ type ExchangeFlushArgs struct {
 	Flushed    uint32
 	Staged     uint32
 	StagedOnly uint8
-	Pad        [3]uint8
+	Walked     uint8
+	Pad        [2]uint8
 }
 
 type ExchangeLeg uint32
@@ -146,6 +147,14 @@ const (
 	ExchangePortRolePORT_ROLE_LEARNT   ExchangePortRole = 4
 	ExchangePortRolePORT_ROLE_OUTBOUND ExchangePortRole = 8
 )
+
+type ExchangeScanMemory struct {
+	_           structs.HostLayout
+	PrevPackets uint64
+	WalkPackets uint64
+	WalkQuiet   uint32
+	WalkWaiting uint32
+}
 
 type ExchangeStaging struct {
 	_      structs.HostLayout
@@ -177,6 +186,7 @@ const (
 	ExchangeProgEdgeIngress     = "edge_ingress"
 	ExchangeProgFlushIdle       = "flush_idle"
 	ExchangeVarRolesByPort      = "roles_by_port"
+	ExchangeVarScanMemory       = "scan_memory"
 	ExchangeVarTrackOutbound    = "track_outbound"
 	ExchangeVarUnusedBtfAnchors = "unused_btf_anchors"
 )
@@ -246,6 +256,7 @@ type ExchangeMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExchangeVariableSpecs struct {
 	RolesByPort      *ebpf.VariableSpec `ebpf:"roles_by_port"`
+	ScanMemory       *ebpf.VariableSpec `ebpf:"scan_memory"`
 	TrackOutbound    *ebpf.VariableSpec `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.VariableSpec `ebpf:"unused_btf_anchors"`
 }
@@ -294,6 +305,7 @@ func (m *ExchangeMaps) Close() error {
 // It can be passed to LoadExchangeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExchangeVariables struct {
 	RolesByPort      *ebpf.Variable `ebpf:"roles_by_port"`
+	ScanMemory       *ebpf.Variable `ebpf:"scan_memory"`
 	TrackOutbound    *ebpf.Variable `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.Variable `ebpf:"unused_btf_anchors"`
 }

@@ -101,6 +101,54 @@ func TestRunFlushIdleSelects(t *testing.T) {
 	}
 }
 
+// The idle scan skips its walk of the flow table only when the walk could
+// find nothing: the last walk left no exchange waiting for its idle time,
+// no packet came since, and none came between that walk's scan and the one
+// before it. Exchanges are still emitted once traffic resumes.
+func TestRunFlushIdleSkipsSettledTable(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
+	c := newConn("192.0.2.10:40104", "192.0.2.20:8080")
+	flush := func(idle time.Duration, wantWalked bool, wantFlushed int) {
+		t.Helper()
+		r, err := h.p.FlushIdle(idle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Walked != wantWalked || r.Flushed != wantFlushed {
+			t.Fatalf("scan %+v, want walked %v and %d flushed", r, wantWalked, wantFlushed)
+		}
+		if r.Walked && r.Scanned != 1 || !r.Walked && r.Scanned != 0 {
+			t.Fatalf("scan %+v: scanned what it did not walk", r)
+		}
+	}
+	h.edgeIn(c.syn())
+	h.edgeOut(c.synAck())
+	h.edgeIn(c.request(req1))
+	h.edgeOut(c.response(resp1))
+	flush(time.Hour, true, 0) // packets since the last scan
+	flush(time.Hour, true, 0) // the last walk came after packets
+	flush(time.Hour, true, 0) // quiet, but the exchange waits for its idle time
+	flush(0, true, 1)         // emitted: nothing waits now, and no packet came
+	flush(0, false, 0)
+	flush(0, false, 0)
+
+	h.edgeIn(c.ackC()) // a bare ACK changes no flow, but it is a packet
+	flush(0, true, 0)
+	flush(0, true, 0)
+	flush(0, false, 0)
+
+	h.edgeIn(c.request(req2))
+	h.edgeOut(c.response(resp2))
+	flush(0, true, 1)
+	flush(0, true, 0)
+	flush(0, false, 0)
+	evs := h.events()
+	wantEvents(t, evs, 2)
+	if !strings.HasPrefix(string(evs[1].Head), "GET /two") || evs[1].Flags != exchange.FlagIdle {
+		t.Errorf("second exchange %+v", evs[1])
+	}
+}
+
 // selfCgroup returns the cgroup v2 mount, this process's cgroup directory
 // and its id.
 func selfCgroup(t *testing.T) (root, dir string, id uint64) {

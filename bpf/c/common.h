@@ -149,7 +149,8 @@ struct flush_args {
 	__u32 flushed;  /* out: exchanges emitted */
 	__u32 staged;   /* out: staged exchanges sent to the ring buffer, every CPU's */
 	__u8 staged_only; /* in: send the staged exchanges only, scan no flow */
-	__u8 _pad[3];
+	__u8 walked;      /* out: the flow table was walked (not skipped as settled) */
+	__u8 _pad[2];
 };
 
 /* Key of the cpu_ns map: one cgroup v2 id. */

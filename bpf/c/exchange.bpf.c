@@ -1066,6 +1066,22 @@ struct flush_ctx {
 	__u64 idle_ns;
 	__u32 scanned;
 	__u32 flushed;
+	__u32 waiting; /* finished exchanges not emitted, not yet quiet for idle_ns */
+};
+
+/* flush_idle's memory from one run to the next (only flush_idle touches
+ * it; userspace runs it from one thread at a time). See flush_idle. */
+struct scan_memory {
+	__u64 prev_packets; /* packets counted at the previous scan */
+	__u64 walk_packets; /* packets counted at the last walk's scan */
+	__u32 walk_quiet;   /* the last walk's scan counted no packet since the one before */
+	__u32 walk_waiting; /* what the last walk left waiting (flush_ctx.waiting) */
+} scan_memory;
+
+/* What flush_cpu gathers from every CPU. */
+struct cpu_sweep {
+	__u64 packets; /* STAT_PACKETS, summed */
+	__u32 sent;    /* staged exchanges sent */
 };
 
 /* flush_one is bpf_for_each_map_elem's callback over flows: it emits the
@@ -1076,10 +1092,15 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 	__u32 xid = f->xid;
 
 	c->scanned += 1;
+	if (f->state != FLOW_RESPONSE)
+		return 0;
 	/* resp_end_ns may be later than now (a packet on another CPU since
 	 * the scan started): compare without unsigned wrap-around. */
-	if (f->state != FLOW_RESPONSE || f->resp_end_ns + c->idle_ns > c->now)
+	if (f->resp_end_ns + c->idle_ns > c->now) {
+		if (f->claimed != xid)
+			c->waiting += 1; /* a later scan will emit it */
 		return 0;
+	}
 	if (!claim_exchange(f, xid))
 		return 0; /* already emitted, by an earlier scan or by TC */
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -1104,16 +1125,20 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 }
 
 /* flush_cpu is bpf_loop's callback over CPU numbers: it sends the
- * exchanges staged on that CPU, unless a TC program there holds them.
- * bpf_map_lookup_percpu_elem (Linux 5.19) reaches another CPU's area; it
- * returns NULL past the last possible CPU, which ends the loop. */
-static long flush_cpu(__u64 cpu, __u32 *sent)
+ * exchanges staged on that CPU, unless a TC program there holds them, and
+ * adds up the CPU's packet counter. bpf_map_lookup_percpu_elem (Linux 5.19)
+ * reaches another CPU's area; it returns NULL past the last possible CPU,
+ * which ends the loop. */
+static long flush_cpu(__u64 cpu, struct cpu_sweep *sweep)
 {
-	__u32 zero = 0, n;
+	__u32 zero = 0, n, idx = STAT_PACKETS;
 	struct staging *st = bpf_map_lookup_percpu_elem(&staged, &zero, (__u32)cpu);
+	__u64 *packets = bpf_map_lookup_percpu_elem(&stats, &idx, (__u32)cpu);
 
 	if (!st)
 		return 1;
+	if (packets)
+		sweep->packets += *packets;
 	if (st->n == 0) /* read without owning the area: only a hint */
 		return 0;
 	if (__sync_val_compare_and_swap(&st->owner, STAGING_FREE, STAGING_FLUSHER) != STAGING_FREE)
@@ -1122,7 +1147,7 @@ static long flush_cpu(__u64 cpu, __u32 *sent)
 	if (n > EMIT_BATCH)
 		n = 0;
 	send_staged(st, n);
-	*sent += n;
+	sweep->sent += n;
 	st->n = 0;
 	__sync_lock_test_and_set(&st->owner, STAGING_FREE);
 	return 0;
@@ -1130,7 +1155,18 @@ static long flush_cpu(__u64 cpu, __u32 *sent)
 
 /* Not a hook: userspace runs it with BPF_PROG_TEST_RUN every scan interval
  * (bpf.ExchangeProbe.FlushIdle). It first sends what every CPU has staged,
- * then scans the flows. Needs CAP_BPF to load and run. */
+ * then scans the flows. Needs CAP_BPF to load and run.
+ *
+ * The walk visits every bucket of the flow table, ~110 us for 16384, ten
+ * times a second: a fifth of a quiet probe's CPU (docs/benchmarks.md). It
+ * is skipped while the table is settled: a walk found no finished exchange
+ * waiting for its idle time, and no packet has reached the TC programs
+ * since (their STAT_PACKETS counter, which every packet increments before
+ * it touches a flow, is unchanged). Only a packet can change a flow, so
+ * such a walk would find nothing. A walk settles the table only when no
+ * packet came since the previous scan either: a packet counted just before
+ * this scan may still be updating its flow on another CPU while the walk
+ * runs, but it finished long before the next scan, which walks again. */
 SEC("syscall")
 int flush_idle(struct flush_args *args)
 {
@@ -1138,15 +1174,28 @@ int flush_idle(struct flush_args *args)
 		.now = bpf_ktime_get_ns(),
 		.idle_ns = args->idle_ns,
 	};
-	__u32 staged = 0;
+	struct cpu_sweep sweep = {};
+	struct scan_memory *mem = &scan_memory;
+	int quiet;
 
-	bpf_loop(MAX_CPUS, flush_cpu, &staged, 0);
-	args->staged = staged;
+	bpf_loop(MAX_CPUS, flush_cpu, &sweep, 0);
+	args->staged = sweep.sent;
 	args->now_ns = c.now;
 	if (args->staged_only)
 		return 0;
+	quiet = sweep.packets == mem->prev_packets;
+	mem->prev_packets = sweep.packets;
+	if (mem->walk_quiet && mem->walk_waiting == 0 && sweep.packets == mem->walk_packets)
+		return 0;
 	bpf_for_each_map_elem(&flows, flush_one, &c, 0);
+	args->walked = 1;
 	args->scanned = c.scanned;
 	args->flushed = c.flushed;
+	/* Stored as they are and tested at the next scan: with a branch on
+	 * c.waiting here, this kernel (6.18) refused to load the program
+	 * (EFAULT from the verifier, though not with its log on). */
+	mem->walk_quiet = quiet;
+	mem->walk_waiting = c.waiting;
+	mem->walk_packets = sweep.packets;
 	return 0;
 }
