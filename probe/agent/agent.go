@@ -6,10 +6,11 @@
 //
 // One goroutine owns the ring buffer and the pairing engine. It wakes on a
 // timer every ScanInterval, or sooner under heavy traffic (records do not
-// wake it, see bpf.ExchangeProbe.NewEventReader), drains the ring without
-// blocking, runs the kernel's idle scan so that quiet keep-alive
-// connections release their last exchange, and every ResolveInterval
-// decides the exchanges whose partners can no longer arrive.
+// wake it, see bpf.ExchangeProbe.NewEventReader), or later while the pod
+// is quiet (quietInterval), drains the ring without blocking, runs the
+// kernel's idle scan so that quiet keep-alive connections release their
+// last exchange, and every ResolveInterval decides the exchanges whose
+// partners can no longer arrive.
 //
 // Memory is bounded: the kernel's flow table is an LRU, the ring buffer has
 // a fixed size, at most MaxPending exchanges wait for pairing (beyond, they
@@ -70,7 +71,10 @@ type Options struct {
 	PodCgroup string
 
 	// ScanInterval: how often the ring buffer is drained and the idle scan
-	// runs. Default 100ms.
+	// runs. Default 100ms. While the pod is quiet (the last scan found no
+	// packet, nothing staged and nothing to walk for, and the ring was
+	// empty) the loop wakes only every quietInterval: three ScanIntervals,
+	// at most half the Horizon.
 	ScanInterval time.Duration
 	// IdleTime: a finished exchange whose connection stayed quiet this
 	// long after its last response byte is emitted without waiting for
@@ -147,6 +151,7 @@ type Agent struct {
 	mechanisms []string
 
 	heartbeat atomic.Int64 // unix ns of the loop's latest pass
+	quiet     atomic.Int64 // scans after which the loop slept quietInterval
 	statsAt   time.Time    // when run last read the exchange counters
 	stopped   atomic.Bool
 	stop      chan struct{} // closed by Close: the loop returns
@@ -423,10 +428,23 @@ func (a *Agent) run() {
 		now = time.Now()
 		a.heartbeat.Store(now.UnixNano())
 		if !now.Before(nextScan) {
-			if _, err := a.exch.FlushIdle(a.opts.IdleTime); err != nil {
+			r, err := a.exch.FlushIdle(a.opts.IdleTime)
+			if err != nil {
 				a.log.Error("idle scan", "err", err)
 			}
-			nextScan = now.Add(a.opts.ScanInterval)
+			if err == nil && !r.Walked && r.Staged == 0 && read == 0 {
+				// Quiet: no packet since the scans before, nothing
+				// staged or read. The loop's wakeups (and the Go
+				// runtime's sysmon, which each wakeup sets spinning
+				// for a while) were most of an idle probe's CPU.
+				a.quiet.Add(1)
+				nextScan = now.Add(a.quietInterval())
+				if nextResolve.Before(nextScan) {
+					nextResolve = nextScan
+				}
+			} else {
+				nextScan = now.Add(a.opts.ScanInterval)
+			}
 		}
 		if !now.Before(nextResolve) {
 			// The cutoff on the wall clock: the pairing decided every
@@ -454,6 +472,17 @@ func (a *Agent) run() {
 // recordBytes is the most one exchange takes in the ring: the event and
 // the ring's 8-byte record header, which a batch of exchanges shares.
 const recordBytes = exchange.Size + 8
+
+// quietInterval is how long the loop sleeps while the pod is quiet. A
+// packet that arrives meanwhile waits for the next scan at most this long
+// (its exchange in the staging area, or in the flow table until its idle
+// time), and the scan after it is back on ScanInterval, so an exchange
+// reaches the pairing at most max(quietInterval, IdleTime + ScanInterval)
+// after it ended, well within the Horizon (1 s by default, against 300 ms
+// and 200 + 100 ms).
+func (a *Agent) quietInterval() time.Duration {
+	return max(a.opts.ScanInterval, min(3*a.opts.ScanInterval, a.opts.Horizon/2))
+}
 
 // minDrainInterval bounds how often a fast producer makes the loop wake.
 const minDrainInterval = 5 * time.Millisecond

@@ -427,6 +427,39 @@ func TestEndToEndProxyRestart(t *testing.T) {
 	}
 }
 
+// A quiet pod's probe sleeps longer between scans (quietInterval). Requests
+// that arrive one at a time after quiet spells are still each measured:
+// their exchanges reach the pairing within its horizon.
+func TestEndToEndAfterQuietSpells(t *testing.T) {
+	requireRoot(t)
+	p := newPodUnderTest(t, true)
+	p.proxy.SetDelays(200*time.Microsecond, 0)
+	r := startAgent(t, p.pod, Options{})
+	url := "http://" + net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort)) + "/"
+	time.Sleep(time.Second) // the loop goes quiet
+	if r.agent.quiet.Load() == 0 {
+		t.Fatal("no quiet scan in a second without traffic")
+	}
+	// 2 rps: each request comes after the loop went quiet again (two
+	// scans without news, then quietInterval).
+	if _, err := fixture.RunLoad(p.pod.Client, fixture.LoadOptions{URL: url, QPS: 2, Duration: 4 * time.Second, Connections: 1}); err != nil {
+		t.Fatal(err)
+	}
+	truth, err := p.proxy.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	quietBefore := r.agent.quiet.Load()
+	s := r.settled(t, len(truth))
+	total, _, _ := residenceTotals(truth)
+	t.Logf("%d requests at 2 rps, %d quiet scans: probe p50 %.3fms, fixture %.3fms", len(truth), quietBefore, s.ProxyAdded.P50, ms(fixture.Median(total)))
+	if s.Requests != uint64(len(truth)) || s.Measured != uint64(len(truth)) ||
+		!within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+		t.Errorf("after quiet spells: %d requests, %d measured (want %d each), p50 %.3fms (fixture %.3fms); pairing %+v",
+			s.Requests, s.Measured, len(truth), s.ProxyAdded.P50, ms(fixture.Median(total)), s.Pairing)
+	}
+}
+
 // Without a proxy (the application answers on eth0 itself) the probe
 // reports every request with zero added time and "no proxy detected".
 func TestEndToEndNoProxy(t *testing.T) {

@@ -38,3 +38,25 @@ func TestDrainPace(t *testing.T) {
 		t.Errorf("10k rps: %v, want about 37ms", got)
 	}
 }
+
+// While quiet the loop sleeps three scan intervals, never more than half
+// the pairing's horizon (an exchange must reach the pairing within it) and
+// never less than one scan interval.
+func TestQuietInterval(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		scan, horizon time.Duration
+		want          time.Duration
+	}{
+		{"defaults", 100 * time.Millisecond, time.Second, 300 * time.Millisecond},
+		{"short horizon", 100 * time.Millisecond, 400 * time.Millisecond, 200 * time.Millisecond},
+		{"horizon below two scans", 100 * time.Millisecond, 150 * time.Millisecond, 100 * time.Millisecond},
+		{"slow scans", time.Second, 10 * time.Second, 3 * time.Second},
+	} {
+		o := Options{ScanInterval: c.scan, Horizon: c.horizon}
+		o.defaults()
+		if got := (&Agent{opts: o}).quietInterval(); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
