@@ -65,12 +65,13 @@ bench: build kube
 	$(GO) test -run '^$$' -bench . -skip ProbeOverhead -benchtime 2s -count 5 ./... | tee bench.out
 	$(MAKE) bench-probe bench-lab bench-loadgen
 
-# The probe's accuracy table (against the proxy fixture's own records) and its cost at 2000 rps
-# (docs/benchmarks.md, "Probe"). Root.
+# The probe's accuracy table (against the proxy fixture's own records), its cost at 2000 rps and
+# its CPU with no traffic (docs/benchmarks.md, "Probe"). Root.
 bench-probe: build
 	$(GO) test -count=1 -run 'TestEndToEnd(Outbound)?ProxyAddedLatency' -v ./probe/agent > bench-probe.out 2>&1 || { tail -50 bench-probe.out; exit 1; }
 	@sed -n 's/^ *//; /^accuracy, ms/p; /^|/p; /^--- .*Outbound.*\/delay/p; /outbound proxy added p50/p; /growth over delay 0/p' bench-probe.out
 	$(GO) test -count=1 -run '^$$' -bench ProbeOverhead -benchtime 1x ./probe/agent | tee -a bench-probe.out
+	bash scripts/bench-probe-idle.sh 3 $(BIN)/mesh-probe | tee -a bench-probe.out
 
 bench-lab: build kube
 	bash scripts/bench-lab.sh 3
