@@ -435,8 +435,8 @@ func (a *Agent) run() {
 			if err == nil && !r.Walked && r.Staged == 0 && read == 0 {
 				// Quiet: no packet since the scans before, nothing
 				// staged or read. The loop's wakeups (and the Go
-				// runtime's sysmon, which each wakeup sets spinning
-				// for a while) were most of an idle probe's CPU.
+				// runtime's sysmon, which each wakeup sets polling
+				// again for a while) were most of an idle probe's CPU.
 				a.quiet.Add(1)
 				nextScan = now.Add(a.quietInterval())
 				if nextResolve.Before(nextScan) {
