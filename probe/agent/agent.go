@@ -407,8 +407,7 @@ func (a *Agent) run() {
 	r := exchange.NewReader(a.rd)
 	ring := a.rd.BufferSize()
 	now := time.Now()
-	nextScan := now.Add(a.opts.ScanInterval)
-	nextResolve := now.Add(a.opts.ResolveInterval)
+	sched := newSchedule(now, a.opts.ScanInterval, a.quietInterval(), a.opts.ResolveInterval)
 	nextCPU := now
 	lastDrain := now
 	var decodeErrors, overload uint64
@@ -427,26 +426,20 @@ func (a *Agent) run() {
 		}
 		now = time.Now()
 		a.heartbeat.Store(now.UnixNano())
-		if !now.Before(nextScan) {
+		sched.tick(now, func() bool {
 			r, err := a.exch.FlushIdle(a.opts.IdleTime)
 			if err != nil {
 				a.log.Error("idle scan", "err", err)
+				return false
 			}
-			if err == nil && !r.Walked && r.Staged == 0 && read == 0 {
-				// Quiet: no packet since the scans before, nothing
-				// staged or read. The loop's wakeups (and the Go
-				// runtime's sysmon, which each wakeup sets polling
-				// again for a while) were most of an idle probe's CPU.
+			// Quiet: no packet since the scans before, nothing staged
+			// or read.
+			quiet := !r.Walked && r.Staged == 0 && read == 0
+			if quiet {
 				a.quiet.Add(1)
-				nextScan = now.Add(a.quietInterval())
-				if nextResolve.Before(nextScan) {
-					nextResolve = nextScan
-				}
-			} else {
-				nextScan = now.Add(a.opts.ScanInterval)
 			}
-		}
-		if !now.Before(nextResolve) {
+			return quiet
+		}, func() {
 			// The cutoff on the wall clock: the pairing decided every
 			// exchange that ended a horizon ago.
 			mono := pairing.Now()
@@ -455,14 +448,13 @@ func (a *Agent) run() {
 				results = append(results, a.outPar.Resolve(mono)...)
 			}
 			a.record(results, time.Now().Add(-a.opts.Horizon), decodeErrors, overload)
-			nextResolve = now.Add(a.opts.ResolveInterval)
-		}
+		})
 		if !now.Before(nextCPU) {
 			a.sample()
 			nextCPU = now.Add(a.opts.CPUInterval)
 		}
 		now = time.Now()
-		wait := min(nextScan.Sub(now), nextResolve.Sub(now), nextCPU.Sub(now),
+		wait := min(sched.nextScan.Sub(now), sched.nextResolve.Sub(now), nextCPU.Sub(now),
 			drainPace(read, drainAt.Sub(lastDrain), ring))
 		lastDrain = drainAt
 		timer.Reset(max(wait, 0))
@@ -472,6 +464,50 @@ func (a *Agent) run() {
 // recordBytes is the most one exchange takes in the ring: the event and
 // the ring's 8-byte record header, which a batch of exchanges shares.
 const recordBytes = exchange.Size + 8
+
+// schedule is when the loop next scans (drains staged exchanges and walks
+// the flow table for idle ones) and next resolves (decides the pairing).
+// While the pod is quiet the scans space out to quietInterval, and the
+// resolves, which must go on deciding what is pending, follow them: the
+// loop wakes once per quiet interval. The loop's wakeups (and the Go
+// runtime's sysmon, which each wakeup sets polling again for a while) were
+// most of an idle probe's CPU.
+type schedule struct {
+	scanEvery, quietEvery, resolveEvery time.Duration
+	nextScan, nextResolve               time.Time
+	quiet                               bool // the last scan found the pod quiet
+}
+
+func newSchedule(now time.Time, scanEvery, quietEvery, resolveEvery time.Duration) *schedule {
+	return &schedule{
+		scanEvery: scanEvery, quietEvery: quietEvery, resolveEvery: resolveEvery,
+		nextScan: now.Add(scanEvery), nextResolve: now.Add(resolveEvery),
+	}
+}
+
+// tick runs what is due at now: the scan (which says whether the pod is
+// quiet), then the resolve.
+func (s *schedule) tick(now time.Time, scan func() (quiet bool), resolve func()) {
+	if !now.Before(s.nextScan) {
+		s.quiet = scan()
+		if s.quiet {
+			s.nextScan = now.Add(s.quietEvery)
+		} else {
+			s.nextScan = now.Add(s.scanEvery)
+			// Traffic again: decide at the usual pace from now on.
+			if s.nextResolve.After(now.Add(s.resolveEvery)) {
+				s.nextResolve = now.Add(s.resolveEvery)
+			}
+		}
+	}
+	if !now.Before(s.nextResolve) {
+		resolve()
+		s.nextResolve = now.Add(s.resolveEvery)
+		if s.quiet && s.nextResolve.Before(s.nextScan) {
+			s.nextResolve = s.nextScan
+		}
+	}
+}
 
 // quietInterval is how long the loop sleeps while the pod is quiet. A
 // packet that arrives meanwhile waits for the next scan at most this long

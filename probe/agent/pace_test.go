@@ -60,3 +60,60 @@ func TestQuietInterval(t *testing.T) {
 		}
 	}
 }
+
+// The loop's schedule: scans every scan interval while there is traffic,
+// every quiet interval while the pod is quiet, and the resolves go on in
+// both, following the quiet scans so that a quiet loop wakes once per
+// quiet interval.
+func TestScheduleResolvesWhileQuiet(t *testing.T) {
+	const scanEvery, quietEvery, resolveEvery = 100 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond
+	start := time.Unix(1000, 0)
+	s := newSchedule(start, scanEvery, quietEvery, resolveEvery)
+	quiet := true
+	var wakeups int
+	var scans, resolves []time.Time
+	run := func(until time.Time) {
+		for now := start; now.Before(until); {
+			now = s.nextScan
+			if s.nextResolve.Before(now) {
+				now = s.nextResolve
+			}
+			wakeups++
+			s.tick(now, func() bool { scans = append(scans, now); return quiet }, func() { resolves = append(resolves, now) })
+			start = now
+		}
+	}
+	gaps := func(ts []time.Time) (lo, hi time.Duration) {
+		lo = time.Hour
+		for i := 1; i < len(ts); i++ {
+			d := ts[i].Sub(ts[i-1])
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		return lo, hi
+	}
+
+	// Quiet for 3 s: a scan and a resolve every quiet interval, one
+	// wakeup for both.
+	run(start.Add(3 * time.Second))
+	if lo, hi := gaps(resolves); len(resolves) < 9 || hi > quietEvery {
+		t.Errorf("quiet: %d resolves in 3 s, gaps %v-%v; want one every %v at most", len(resolves), lo, hi, quietEvery)
+	}
+	if lo, hi := gaps(scans); lo < quietEvery-scanEvery || hi > quietEvery {
+		t.Errorf("quiet: scans %v-%v apart, want %v", lo, hi, quietEvery)
+	}
+	if wakeups > len(scans)+1 {
+		t.Errorf("quiet: %d wakeups for %d scans", wakeups, len(scans))
+	}
+
+	// Traffic: back to a scan and a resolve every 100 ms from the first
+	// scan that sees it.
+	quiet = false
+	scans, resolves = scans[:0], resolves[:0]
+	run(start.Add(time.Second))
+	if lo, hi := gaps(scans); lo != scanEvery || hi != scanEvery {
+		t.Errorf("traffic: scans %v-%v apart, want %v", lo, hi, scanEvery)
+	}
+	if _, hi := gaps(resolves[1:]); hi != resolveEvery {
+		t.Errorf("traffic: resolves up to %v apart, want %v", hi, resolveEvery)
+	}
+}
