@@ -71,7 +71,7 @@ bench-probe: build
 	$(GO) test -count=1 -run 'TestEndToEnd(Outbound)?ProxyAddedLatency' -v ./probe/agent > bench-probe.out 2>&1 || { tail -50 bench-probe.out; exit 1; }
 	@sed -n 's/^ *//; /^accuracy, ms/p; /^|/p; /^--- .*Outbound.*\/delay/p; /outbound proxy added p50/p; /growth over delay 0/p' bench-probe.out
 	$(GO) test -count=1 -run '^$$' -bench ProbeOverhead -benchtime 1x ./probe/agent | tee -a bench-probe.out
-	bash scripts/bench-probe-idle.sh 3 $(BIN)/mesh-probe | tee -a bench-probe.out
+	$(GO) test -count=1 ./probe/agent -run '^$$' -bench ProbeIdle -benchtime 1x -args -overhead.reps=3 | tee -a bench-probe.out
 
 bench-lab: build kube
 	bash scripts/bench-lab.sh 3

@@ -37,6 +37,7 @@ var (
 	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
 	overheadCostOnly = flag.Bool("overhead.costs-only", false, "run only the arm with kernel BPF statistics on: the probe's costs without the client-side comparison (for comparing versions of the probe)")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
+	overheadIdle     = flag.Duration("overhead.idle-duration", 30*time.Second, "BenchmarkProbeIdle: how long each repetition measures the probe with no traffic")
 )
 
 // BenchmarkProbeOverhead measures what the probe costs the workload it
@@ -93,6 +94,43 @@ func BenchmarkProbeOverhead(b *testing.B) {
 			}
 		}
 		report(b, runs)
+	}
+}
+
+// BenchmarkProbeIdle measures what the probe costs a pod with no traffic
+// at all: the mesh-probe binary attached to the bench pod as in
+// BenchmarkProbeOverhead (its own cgroup, the kubelet's limits), the
+// proxy and the application idle, nothing sent. Each repetition starts a
+// probe, leaves it 5 s to load and settle, and reads its CPU time over
+// -overhead.idle-duration.
+//
+//	go test ./probe/agent -run '^$' -bench ProbeIdle -benchtime 1x
+func BenchmarkProbeIdle(b *testing.B) {
+	requireRoot(b)
+	bin := buildProbe(b)
+	pod, _, _ := benchPod(b)
+	for b.Loop() {
+		var pct []float64
+		for rep := 0; rep < *overheadReps; rep++ {
+			p, err := startProbeProcess(pod, bin)
+			if err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(5 * time.Second)
+			before := p.sample()
+			time.Sleep(*overheadIdle)
+			used := p.sample().minus(before).cpu
+			if err := p.stop(); err != nil {
+				b.Fatal(err)
+			}
+			pct = append(pct, 100*used.Seconds()/overheadIdle.Seconds())
+			b.Logf("rep %d: %v of CPU in %v", rep, used, *overheadIdle)
+		}
+		fmt.Printf("\nProbe with no traffic: process CPU, %% of a core, over %v (median of %d: %.2f)\n", *overheadIdle, len(pct), medianF(pct))
+		for i, v := range pct {
+			fmt.Printf("  rep %d: %.2f\n", i, v)
+		}
+		b.ReportMetric(medianF(pct), "idle-cpu-%")
 	}
 }
 
