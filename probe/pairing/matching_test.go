@@ -19,8 +19,8 @@ import (
 // earlier graph would show. Every other graph has as many apps as edges
 // and a planted perfect matching (the case of forcedInPerfect); in a third
 // of the others some nodes are already used (paired by request ID), and
-// their links must not count. Both the bit-set graphs of small groups and the list-based ones
-// of large groups are checked.
+// their links must not count. Both the bit-set graphs of small groups and
+// the list-based ones of large groups are checked.
 func TestForcedPairsMatchBruteForce(t *testing.T) {
 	defer func(limit int) { smallGroupLimit = limit }(smallGroupLimit)
 	for _, limit := range []int{64, 0} {
