@@ -28,12 +28,9 @@ func BenchmarkTCFloor(b *testing.B) {
 	requireRoot(b)
 	bin := buildProbe(b)
 	pod, proxy, url := benchPod(b)
-	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "empty_tc", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC
-	})
+	empty, err := emptyTCProgram()
 	if err != nil {
-		b.Fatalf("load the empty program (needs CAP_BPF): %v", err)
+		b.Fatal(err)
 	}
 	defer empty.Close()
 
@@ -96,6 +93,19 @@ func BenchmarkTCFloor(b *testing.B) {
 		b.ReportMetric(float64(paired(1, p99).Nanoseconds())/1000, "empty-p99-delta-us")
 		b.ReportMetric(float64(paired(2, p99).Nanoseconds())/1000, "probe-p99-delta-us")
 	}
+}
+
+// emptyTCProgram loads a TC program that returns TC_ACT_UNSPEC at once:
+// what a hook costs before any work.
+func emptyTCProgram() (*ebpf.Program, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "empty_tc", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load the empty program (needs CAP_BPF): %w", err)
+	}
+	return prog, nil
 }
 
 // attachEverywhere attaches prog where the probe attaches its programs: TC
