@@ -677,6 +677,7 @@ func report(b *testing.B, runs [armCount]armRuns) {
 		fmt.Fprintf(w, "%-34s %12s %12s %12s %14s\n", "", "", "", "", "paired delta")
 		fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p50", pick(off, p50), pick(on, p50), d50, paired(p50))
 		fmt.Fprintf(w, "%-34s %12v %12v %12v %14v\n", "client p99", pick(off, p99), pick(on, p99), d99, paired(p99))
+		fmt.Fprintln(w, "  (runs seconds apart, which on a noisy machine differ by more than the probe's few us: BenchmarkProbeLatency measures these side by side)")
 		if *overheadMaxRun > 0 {
 			mo, mn := medianF(maxOff), medianF(maxOn)
 			fmt.Fprintf(w, "%-34s %12.0f %12.0f %11.1f%% %13.1f%%\n", "max throughput (rps)", mo, mn, 100*(mn-mo)/mo, maxChange(maxOn))
