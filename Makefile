@@ -62,13 +62,13 @@ test: deps vet unit e2e
 # Go benchmarks of the packages, then the lab's and the load generator's side-by-side figures.
 # docs/benchmarks.md records the latest numbers and the exact commands.
 bench: build kube
-	$(GO) test -run '^$$' -bench . -skip 'ProbeOverhead|ProbeLatency|ProbeIdle|TCFloor' -benchtime 2s -count 5 ./... | tee bench.out
+	$(GO) test -run '^$$' -bench . -skip 'ProbeOverhead|ProbeLatency|ProbeIdle' -benchtime 2s -count 5 ./... | tee bench.out
 	$(MAKE) bench-probe bench-lab bench-loadgen
 
 # The probe's accuracy table (against the proxy fixture's own records), its cost at 2000 rps (costs
 # and maximum throughput; then the client's latency side by side) and its CPU with no traffic
-# (docs/benchmarks.md, "Probe"). Root. These whole-experiment benchmarks (and BenchmarkTCFloor,
-# run by hand) are skipped by `bench`, whose -count 5 would repeat each.
+# (docs/benchmarks.md, "Probe"). Root. These whole-experiment benchmarks are skipped by `bench`,
+# whose -count 5 would repeat each.
 bench-probe: build
 	$(GO) test -count=1 -run 'TestEndToEnd(Outbound)?ProxyAddedLatency' -v ./probe/agent > bench-probe.out 2>&1 || { tail -50 bench-probe.out; exit 1; }
 	@sed -n 's/^ *//; /^accuracy, ms/p; /^|/p; /^--- .*Outbound.*\/delay/p; /outbound proxy added p50/p; /growth over delay 0/p' bench-probe.out

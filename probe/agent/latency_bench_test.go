@@ -3,11 +3,17 @@ package agent
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/kubectl-mesh/kubectl-mesh/bpf"
 	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
 )
 
@@ -123,16 +129,14 @@ func loadSideBySide(pods [2]sideBySidePod) ([2]fixture.LoadResult, error) {
 			continue
 		}
 		var errs [2]error
-		done := make(chan int, 2)
+		var wg sync.WaitGroup
 		for i := range pods {
-			go func() {
+			wg.Go(func() {
 				res[i], errs[i] = fixture.RunLoad(pods[i].pod.Client, fixture.LoadOptions{URL: pods[i].url,
 					QPS: *overheadQPS, Duration: d, Connections: *overheadConns})
-				done <- i
-			}()
+			})
 		}
-		<-done
-		<-done
+		wg.Wait()
 		for i := range pods {
 			if errs[i] != nil {
 				return res, fmt.Errorf("pod %d: %w", i, errs[i])
@@ -166,4 +170,58 @@ func reportLatency(b *testing.B, d50, d99, measured50, bare50 []time.Duration) {
 	w.Flush()
 	b.ReportMetric(float64(fixture.Median(d50).Nanoseconds())/1000, "p50-delta-us")
 	b.ReportMetric(float64(fixture.Median(d99).Nanoseconds())/1000, "p99-delta-us")
+}
+
+// emptyTCProgram loads a TC program that returns TC_ACT_UNSPEC at once:
+// what a hook costs before any work.
+func emptyTCProgram() (*ebpf.Program, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "empty_tc", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load the empty program (needs CAP_BPF): %w", err)
+	}
+	return prog, nil
+}
+
+// attachEverywhere attaches prog where the probe attaches its programs: TC
+// ingress and egress of the pod's eth0 and TC ingress of its lo.
+func attachEverywhere(pod *fixture.Pod, prog *ebpf.Program) (func() error, error) {
+	var links []*bpf.TCAttachment
+	detach := func() error {
+		var first error
+		for _, l := range links {
+			if err := l.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	err := inNetns(pod.Pod.Path, func() error {
+		eth, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		for _, h := range []struct {
+			ifindex int
+			dir     bpf.TCDirection
+		}{{eth.Index, bpf.Ingress}, {eth.Index, bpf.Egress}, {lo.Index, bpf.Ingress}} {
+			l, err := bpf.AttachTC(prog, h.ifindex, h.dir, bpf.TCAuto)
+			if err != nil {
+				return err
+			}
+			links = append(links, l)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = inNetns(pod.Pod.Path, detach)
+		return nil, err
+	}
+	return func() error { return inNetns(pod.Pod.Path, detach) }, nil
 }
