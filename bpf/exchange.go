@@ -63,6 +63,42 @@ type ExchangeProbe struct {
 	roles       *ebpf.Memory
 	rolesAt     int64
 	attachments []*TCAttachment
+	// gate is the sampling gate last set (SetGate) and epoch the number of
+	// times it reopened: both live in the programs' .bss.
+	gate  Gate
+	epoch uint32
+}
+
+// Gate is the state of the programs' sampling gate (enum sample_gate in
+// c/common.h). Above a request rate, probe/sampler cycles it so that
+// exchanges are followed during part of each second only.
+type Gate uint32
+
+const (
+	// GateOpen: every exchange is followed (the default).
+	GateOpen = Gate(ExchangeSampleGateGATE_OPEN)
+	// GateInnerOnly: outer exchanges (the edge's inbound, the app's
+	// outbound) do not start; inner ones do, flagged
+	// exchange.FlagGateInner. Passed through on the way from open to
+	// closed, so that outer exchanges in progress can end, and back, so
+	// that the inner connections are followed again before an outer
+	// exchange needs them.
+	GateInnerOnly = Gate(ExchangeSampleGateGATE_INNER_ONLY)
+	// GateClosed: segments leave the programs after parsing, before any
+	// lookup; only clients' SYNs are noted.
+	GateClosed = Gate(ExchangeSampleGateGATE_CLOSED)
+)
+
+func (g Gate) String() string {
+	switch g {
+	case GateOpen:
+		return "open"
+	case GateInnerOnly:
+		return "inner-only"
+	case GateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("gate(%d)", uint32(g))
 }
 
 // LoadExchangeProbe loads the exchange programs and maps into the kernel
@@ -132,6 +168,27 @@ func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
 	if _, err := p.roles.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
 		return fmt.Errorf("set port %d: %w", port, err)
 	}
+	return nil
+}
+
+// SetGate moves the sampling gate. Reopening a closed gate starts a new
+// epoch first: a connection seen in an older one missed segments while the
+// gate was closed, and its exchange in progress is cut (Stats().GateCut)
+// rather than emitted with a wrong end. Not safe for concurrent use.
+func (p *ExchangeProbe) SetGate(g Gate) error {
+	if g > GateClosed {
+		return fmt.Errorf("set sampling gate: unknown state %d", uint32(g))
+	}
+	if p.gate == GateClosed && g != GateClosed {
+		if err := p.objs.SamplingEpoch.Set(p.epoch + 1); err != nil {
+			return fmt.Errorf("set sampling epoch: %w", err)
+		}
+		p.epoch++
+	}
+	if err := p.objs.SamplingGate.Set(uint32(g)); err != nil {
+		return fmt.Errorf("set sampling gate %v: %w", g, err)
+	}
+	p.gate = g
 	return nil
 }
 
@@ -323,6 +380,12 @@ type ExchangeStats struct {
 	// port names and that are not tracked as outbound (accepted on an
 	// unmeasured port, or opened before the probe).
 	OutboundUnknown uint64
+	GateClosed      uint64 // segments that met the sampling gate closed (left before any lookup)
+	GateSkipped     uint64 // outer exchanges not followed: the gate admitted inner ones only
+	// GateCut: exchanges in progress dropped because the gate closed
+	// before their end was seen (outer ones longer than the gate's
+	// inner-only time, mostly).
+	GateCut uint64
 }
 
 // Stats reads the exchange counters.
@@ -347,6 +410,9 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 		ExchangeExchangeStatSTAT_IDLE_RACE:          &s.IdleRace,
 		ExchangeExchangeStatSTAT_BARE_ACK:           &s.BareACK,
 		ExchangeExchangeStatSTAT_OUTBOUND_UNKNOWN:   &s.OutboundUnknown,
+		ExchangeExchangeStatSTAT_GATE_CLOSED:        &s.GateClosed,
+		ExchangeExchangeStatSTAT_GATE_SKIPPED:       &s.GateSkipped,
+		ExchangeExchangeStatSTAT_GATE_CUT:           &s.GateCut,
 	}
 	for idx, dst := range fields {
 		v, err := sumPerCPU(p.objs.Stats, uint32(idx))

@@ -57,6 +57,7 @@ const (
 	ExchangeExchangeFlagEXCHANGE_F_NO_REQUEST     ExchangeExchangeFlag = 32
 	ExchangeExchangeFlagEXCHANGE_F_CLIENT_FIN     ExchangeExchangeFlag = 64
 	ExchangeExchangeFlagEXCHANGE_F_IDLE           ExchangeExchangeFlag = 128
+	ExchangeExchangeFlagEXCHANGE_F_GATE_INNER     ExchangeExchangeFlag = 256
 )
 
 type ExchangeExchangeStat uint32
@@ -80,7 +81,10 @@ const (
 	ExchangeExchangeStatSTAT_IDLE_RACE          ExchangeExchangeStat = 15
 	ExchangeExchangeStatSTAT_BARE_ACK           ExchangeExchangeStat = 16
 	ExchangeExchangeStatSTAT_OUTBOUND_UNKNOWN   ExchangeExchangeStat = 17
-	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 18
+	ExchangeExchangeStatSTAT_GATE_CLOSED        ExchangeExchangeStat = 18
+	ExchangeExchangeStatSTAT_GATE_SKIPPED       ExchangeExchangeStat = 19
+	ExchangeExchangeStatSTAT_GATE_CUT           ExchangeExchangeStat = 20
+	ExchangeExchangeStatSTAT_MAX                ExchangeExchangeStat = 21
 )
 
 type ExchangeFlow struct {
@@ -96,6 +100,7 @@ type ExchangeFlow struct {
 	Flags       uint32
 	Xid         uint32
 	Claimed     uint32
+	Epoch       uint32
 	Retransmits uint16
 	Requests    uint16
 	Responses   uint16
@@ -107,8 +112,9 @@ type ExchangeFlow struct {
 	Family      uint8
 	HeadLen     uint8
 	CgroupNoted uint8
+	Answered    uint8
 	Head        [64]uint8
-	_           [6]byte
+	_           [1]byte
 }
 
 type ExchangeFlowKey struct {
@@ -146,6 +152,14 @@ const (
 	ExchangePortRolePORT_ROLE_APP      ExchangePortRole = 2
 	ExchangePortRolePORT_ROLE_LEARNT   ExchangePortRole = 4
 	ExchangePortRolePORT_ROLE_OUTBOUND ExchangePortRole = 8
+)
+
+type ExchangeSampleGate uint32
+
+const (
+	ExchangeSampleGateGATE_OPEN       ExchangeSampleGate = 0
+	ExchangeSampleGateGATE_INNER_ONLY ExchangeSampleGate = 1
+	ExchangeSampleGateGATE_CLOSED     ExchangeSampleGate = 2
 )
 
 type ExchangeScanMemory struct {
@@ -186,6 +200,8 @@ const (
 	ExchangeProgEdgeIngress     = "edge_ingress"
 	ExchangeProgFlushIdle       = "flush_idle"
 	ExchangeVarRolesByPort      = "roles_by_port"
+	ExchangeVarSamplingEpoch    = "sampling_epoch"
+	ExchangeVarSamplingGate     = "sampling_gate"
 	ExchangeVarScanMemory       = "scan_memory"
 	ExchangeVarTrackOutbound    = "track_outbound"
 	ExchangeVarUnusedBtfAnchors = "unused_btf_anchors"
@@ -256,6 +272,8 @@ type ExchangeMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExchangeVariableSpecs struct {
 	RolesByPort      *ebpf.VariableSpec `ebpf:"roles_by_port"`
+	SamplingEpoch    *ebpf.VariableSpec `ebpf:"sampling_epoch"`
+	SamplingGate     *ebpf.VariableSpec `ebpf:"sampling_gate"`
 	ScanMemory       *ebpf.VariableSpec `ebpf:"scan_memory"`
 	TrackOutbound    *ebpf.VariableSpec `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.VariableSpec `ebpf:"unused_btf_anchors"`
@@ -305,6 +323,8 @@ func (m *ExchangeMaps) Close() error {
 // It can be passed to LoadExchangeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExchangeVariables struct {
 	RolesByPort      *ebpf.Variable `ebpf:"roles_by_port"`
+	SamplingEpoch    *ebpf.Variable `ebpf:"sampling_epoch"`
+	SamplingGate     *ebpf.Variable `ebpf:"sampling_gate"`
 	ScanMemory       *ebpf.Variable `ebpf:"scan_memory"`
 	TrackOutbound    *ebpf.Variable `ebpf:"track_outbound"`
 	UnusedBtfAnchors *ebpf.Variable `ebpf:"unused_btf_anchors"`

@@ -62,6 +62,24 @@ enum exchange_flag {
 	 * out without waiting for the next request or the end of the
 	 * connection. */
 	EXCHANGE_F_IDLE = 1 << 7,
+	/* An inner exchange (app inbound, edge outbound) that started while the
+	 * sampling gate admitted inner exchanges only (GATE_INNER_ONLY): its
+	 * outer exchange may not have been followed, so without a match it is
+	 * outside the sample, not unmatched. */
+	EXCHANGE_F_GATE_INNER = 1 << 8,
+};
+
+/* The sampling gate (exchange.bpf.c's sampling_gate), set by userspace. Above
+ * a request rate the probe follows exchanges during part of each second
+ * only, so that its cost stops growing with the rate (probe/sampler). The
+ * gate moves OPEN -> INNER_ONLY -> CLOSED -> INNER_ONLY -> OPEN: no outer
+ * exchange starts unless the inner exchanges inside it will be followed
+ * too, and every outer exchange started while open can end before the gate
+ * closes. */
+enum sample_gate {
+	GATE_OPEN = 0,       /* every exchange is followed */
+	GATE_INNER_ONLY = 1, /* outer exchanges do not start; inner ones do (EXCHANGE_F_GATE_INNER) */
+	GATE_CLOSED = 2,     /* packets leave after parsing; only a client's SYN is noted */
 };
 
 /*
@@ -135,6 +153,9 @@ enum exchange_stat {
 	STAT_IDLE_RACE,          /* idle-scan events discarded: the flow moved on while copied */
 	STAT_BARE_ACK,           /* TCP without payload, SYN, FIN or RST: nothing to track */
 	STAT_OUTBOUND_UNKNOWN,   /* segments of outbound-looking connections not seen from their start */
+	STAT_GATE_CLOSED,        /* segments that met the sampling gate closed */
+	STAT_GATE_SKIPPED,       /* outer exchanges not followed: the gate admitted inner ones only */
+	STAT_GATE_CUT,           /* exchanges in progress (not GATE_INNER) dropped: the gate closed on them */
 	STAT_MAX,
 };
 

@@ -78,6 +78,11 @@ enum flow_state {
 	FLOW_IDLE = 0,     /* no exchange in progress */
 	FLOW_REQUEST = 1,  /* request bytes seen, no response bytes yet */
 	FLOW_RESPONSE = 2, /* response bytes seen */
+	/* Not following: the sampling gate closed since the connection was
+	 * last seen, or kept an outer exchange from starting. Following
+	 * resumes at the next request that surely starts one: after response
+	 * bytes (flow.answered), or a request line. */
+	FLOW_SKIP = 3,
 };
 
 /* flow.seq_known bits: whether next_*_seq has been initialised. */
@@ -108,6 +113,7 @@ struct flow {
 	__u32 flags;         /* enum exchange_flag for the exchange in progress */
 	__u32 xid;           /* number of the exchange in progress, from 1 */
 	__u32 claimed;       /* xid of the last exchange emitted (claim_exchange) */
+	__u32 epoch;         /* sampling_epoch when the connection was last seen */
 	__u16 retransmits;
 	__u16 requests;
 	__u16 responses;
@@ -119,6 +125,7 @@ struct flow {
 	__u8 family;
 	__u8 head_len;
 	__u8 cgroup_noted; /* edge: note_server_cgroup ran for this connection */
+	__u8 answered;     /* FLOW_SKIP: response bytes seen since skipping began */
 	__u8 head[REQ_HEAD_LEN];
 };
 
@@ -126,6 +133,14 @@ struct flow {
  * outbound connections too. A constant, so that without it the verifier
  * prunes the outbound paths and inbound-only pods pay nothing for them. */
 volatile const __u8 track_outbound = 0;
+
+/* The sampling gate (enum sample_gate) and the number of times it has
+ * reopened, written by userspace through the memory-mapped .bss
+ * (bpf.ExchangeProbe.SetGate). A flow whose epoch is older missed packets
+ * while the gate was closed: its exchange in progress is cut and the
+ * connection is followed again from its next request (resync). */
+__u32 sampling_gate;
+__u32 sampling_epoch;
 
 /* Whether track may create a flow entry for a segment of an unknown
  * connection. */
@@ -242,6 +257,7 @@ const struct btf_anchors {
 	enum direction direction;
 	struct flush_args flush;
 	enum staging_owner owner;
+	enum sample_gate gate;
 } *unused_btf_anchors __attribute__((unused));
 
 /* Header layouts read with load_bytes. Declared here, byte by byte,
@@ -598,7 +614,7 @@ static __always_inline void emit(struct flow *f, const struct flow_key *key, __u
 	struct staging *st;
 	__u32 zero = 0, n;
 
-	if (f->state == FLOW_IDLE)
+	if (f->state == FLOW_IDLE || f->state == FLOW_SKIP)
 		return;
 	if (!claim_exchange(f, f->xid))
 		return;
@@ -677,9 +693,17 @@ static __always_inline void capture_head(struct __sk_buff *skb, struct flow *f, 
 
 static __always_inline void on_request_payload(struct __sk_buff *skb, struct flow *f,
 					       const struct flow_key *key, const struct segment *seg,
-					       __u32 fresh, __u64 now)
+					       __u32 fresh, __u64 now, __u32 gate, int outer)
 {
 	__u32 off = seg->payload_off + (seg->payload_len - fresh);
+
+	if (f->state == FLOW_SKIP) {
+		/* Without response bytes since skipping began, these bytes
+		 * may be the rest of a request whose start was missed. */
+		if (!f->answered && !starts_request(payload_word(skb, off, fresh)))
+			return;
+		f->state = FLOW_IDLE;
+	}
 
 	/* The payload's first word is read only where a request line could
 	 * change the decision: after a 100 Continue, and inside a request
@@ -702,6 +726,16 @@ static __always_inline void on_request_payload(struct __sk_buff *skb, struct flo
 		reset_exchange(f);
 	}
 	if (f->state == FLOW_IDLE) {
+		/* track never gets here with the gate closed. */
+		if (gate != GATE_OPEN) {
+			if (outer) {
+				f->state = FLOW_SKIP;
+				f->answered = 0;
+				count(STAT_GATE_SKIPPED);
+				return;
+			}
+			f->flags |= EXCHANGE_F_GATE_INNER;
+		}
 		f->state = FLOW_REQUEST;
 		f->req_start_ns = now;
 		f->requests = 1;
@@ -720,8 +754,13 @@ static __always_inline void on_response_payload(struct __sk_buff *skb, struct fl
 {
 	__u32 off = seg->payload_off + (seg->payload_len - fresh);
 	__u8 interim = 0;
-	int status_line = starts_response(skb, off, fresh, &interim);
+	int status_line;
 
+	if (f->state == FLOW_SKIP) {
+		f->answered = 1;
+		return;
+	}
+	status_line = starts_response(skb, off, fresh, &interim);
 	if (f->state == FLOW_IDLE) {
 		/* Response bytes with no request: either the connection
 		 * predates the probe (flag already set) or the server speaks
@@ -752,6 +791,24 @@ static __always_inline void on_response_payload(struct __sk_buff *skb, struct fl
 	f->resp_bytes += fresh;
 }
 
+/* resync: the sampling gate closed since this connection was last seen,
+ * so its segments in between were missed. The exchange in progress, unless
+ * already emitted, is cut: dropped and counted (STAT_GATE_CUT; an inner one
+ * started while only inner exchanges were followed is outside the sample
+ * anyway, not counted). The sequence numbers are learnt again and the
+ * connection skipped until its next request surely starts an exchange. */
+static __always_inline void resync(struct flow *f, __u32 epoch)
+{
+	if ((f->state == FLOW_REQUEST || f->state == FLOW_RESPONSE) && f->claimed != f->xid &&
+	    !(f->flags & EXCHANGE_F_GATE_INNER))
+		count(STAT_GATE_CUT);
+	reset_exchange(f);
+	f->state = FLOW_SKIP;
+	f->answered = 0;
+	f->seq_known = 0;
+	f->epoch = epoch;
+}
+
 /* track applies one segment to its connection's exchange state. f is the
  * connection's flow entry, looked up by the caller (NULL: not tracked yet);
  * create says whether this segment may start tracking it. */
@@ -761,10 +818,21 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 {
 	__u8 tcp_flags = seg->tcp_flags;
 	__u64 now = bpf_ktime_get_ns();
+	__u32 gate = sampling_gate;
+	__u32 epoch = sampling_epoch;
+	/* The outer exchange contains the inner one: inbound, the edge's
+	 * (client -> proxy) contains the app's (proxy -> application);
+	 * outbound the reverse. */
+	int outer = (leg == LEG_EDGE) == (dir == DIRECTION_INBOUND);
 
+	if (f && f->epoch != epoch)
+		resync(f, epoch);
 	if (tcp_flags & TCP_SYN && !(tcp_flags & TCP_ACK) && f) {
 		/* A new connection reusing the 5-tuple of one whose end was
-		 * not seen: flush what the old one had, start clean. */
+		 * not seen: flush what the old one had, start clean (with the
+		 * gate closed, what it had may lack its end: cut). */
+		if (gate == GATE_CLOSED)
+			resync(f, epoch);
 		emit(f, key, 0);
 		bpf_map_delete_elem(&flows, key);
 		f = NULL;
@@ -788,6 +856,7 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 		init.direction = dir;
 		init.family = seg->family;
 		init.xid = 1;
+		init.epoch = epoch;
 		if (!(tcp_flags & TCP_SYN)) {
 			/* First seen mid-stream: its first exchange may be
 			 * missing its start. */
@@ -828,7 +897,7 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 			f->flags |= EXCHANGE_F_RETRANSMIT;
 			count(STAT_RETRANSMITS);
 		} else if (from_client) {
-			on_request_payload(skb, f, key, seg, fresh, now);
+			on_request_payload(skb, f, key, seg, fresh, now, gate, outer);
 		} else {
 			on_response_payload(skb, f, seg, fresh, now);
 		}
@@ -905,6 +974,18 @@ static __always_inline int bare_ack(const struct segment *seg)
 	return 1;
 }
 
+/* gate_stops: with the sampling gate closed a segment leaves here, counted,
+ * before any lookup: that is what closing saves. A client's SYN goes on to
+ * create its connection's flow (outbound connections are followed only
+ * from their SYN); the flow resyncs when the gate reopens. */
+static __always_inline int gate_stops(const struct segment *seg)
+{
+	if (sampling_gate != GATE_CLOSED || (seg->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return 0;
+	count(STAT_GATE_CLOSED);
+	return 1;
+}
+
 /* edge_packet handles one packet of the pod's eth0. ingress: packets from
  * clients (server port = destination); egress: packets to clients (server
  * port = source). */
@@ -917,7 +998,7 @@ static __always_inline int edge_packet(struct __sk_buff *skb, int ingress)
 	count(STAT_PACKETS);
 	if (parse(skb, &seg) < 0)
 		return TC_ACT_UNSPEC;
-	if (bare_ack(&seg))
+	if (bare_ack(&seg) || gate_stops(&seg))
 		return TC_ACT_UNSPEC;
 	server_port = ingress ? seg.dport : seg.sport;
 	if (port_roles(server_port) & PORT_ROLE_EDGE) {
@@ -1014,7 +1095,7 @@ int app_ingress(struct __sk_buff *skb)
 	count(STAT_PACKETS);
 	if (parse(skb, &seg) < 0)
 		return TC_ACT_UNSPEC;
-	if (bare_ack(&seg))
+	if (bare_ack(&seg) || gate_stops(&seg))
 		return TC_ACT_UNSPEC;
 	if (port_roles(seg.dport) & PORT_ROLE_APP) {
 		from_client = 1;
@@ -1092,7 +1173,9 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 	__u32 xid = f->xid;
 
 	c->scanned += 1;
-	if (f->state != FLOW_RESPONSE)
+	/* A flow the gate closed on: its response may have gone on unseen;
+	 * its next segment cuts the exchange (resync). */
+	if (f->state != FLOW_RESPONSE || f->epoch != sampling_epoch)
 		return 0;
 	/* resp_end_ns may be later than now (a packet on another CPU since
 	 * the scan started): compare without unsigned wrap-around. */
@@ -1181,7 +1264,9 @@ int flush_idle(struct flush_args *args)
 	bpf_loop(MAX_CPUS, flush_cpu, &sweep, 0);
 	args->staged = sweep.sent;
 	args->now_ns = c.now;
-	if (args->staged_only)
+	/* With the sampling gate closed, quiet is no sign of an exchange's
+	 * end: its segments leave before they reach its flow. */
+	if (args->staged_only || sampling_gate == GATE_CLOSED)
 		return 0;
 	quiet = sweep.packets == mem->prev_packets;
 	mem->prev_packets = sweep.packets;

@@ -117,8 +117,13 @@ const (
 	// after the connection stayed quiet following the response, not by
 	// the next request or the connection's end.
 	FlagIdle Flags = 1 << 7
+	// FlagGateInner: an inner exchange (app inbound, edge outbound) that
+	// started while the sampling gate admitted inner exchanges only: its
+	// outer exchange may not have been followed, so without a match it is
+	// outside the sample rather than unmatched (probe/sampler).
+	FlagGateInner Flags = 1 << 8
 
-	knownFlags = FlagFIN | FlagRST | FlagRetransmit | FlagPredatesProbe | FlagPipelined | FlagNoRequest | FlagClientFIN | FlagIdle
+	knownFlags = FlagFIN | FlagRST | FlagRetransmit | FlagPredatesProbe | FlagPipelined | FlagNoRequest | FlagClientFIN | FlagIdle | FlagGateInner
 )
 
 var flagNames = []struct {
@@ -128,6 +133,7 @@ var flagNames = []struct {
 	{FlagFIN, "fin"}, {FlagRST, "rst"}, {FlagRetransmit, "retransmit"},
 	{FlagPredatesProbe, "predates-probe"}, {FlagPipelined, "pipelined"},
 	{FlagNoRequest, "no-request"}, {FlagClientFIN, "client-fin"}, {FlagIdle, "idle"},
+	{FlagGateInner, "gate-inner"},
 }
 
 func (f Flags) String() string {

@@ -54,7 +54,8 @@ func TestLayoutMatchesBPF(t *testing.T) {
 	if Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_CLIENT_FIN) != FlagClientFIN ||
 		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_PREDATES_PROBE) != FlagPredatesProbe ||
 		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_PIPELINED) != FlagPipelined ||
-		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_IDLE) != FlagIdle {
+		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_IDLE) != FlagIdle ||
+		Flags(bpf.ExchangeExchangeFlagEXCHANGE_F_GATE_INNER) != FlagGateInner {
 		t.Error("flag values differ from enum exchange_flag")
 	}
 	if Leg(bpf.ExchangeLegLEG_EDGE) != LegEdge || Leg(bpf.ExchangeLegLEG_APP) != LegApp {
