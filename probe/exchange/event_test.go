@@ -117,7 +117,7 @@ func TestDecodeRejects(t *testing.T) {
 		"family":          {func(b []byte) []byte { b[offFamily] = 5; return b }, ErrInvalid},
 		"v4 not mapped":   {func(b []byte) []byte { b[offClientAddr+10] = 0; return b }, ErrInvalid},
 		"head length":     {func(b []byte) []byte { b[offHeadLen] = HeadLen + 1; return b }, ErrInvalid},
-		"unknown flag":    {func(b []byte) []byte { b[offFlags+1] = 0x01; return b }, ErrInvalid},
+		"unknown flag":    {func(b []byte) []byte { b[offFlags+1] = 0x02; return b }, ErrInvalid},
 		"request reverse": {func(b []byte) []byte { b[offReqEnd], b[offReqEnd+1] = 0, 0; return b }, ErrInvalid},
 	}
 	for name, c := range cases {
