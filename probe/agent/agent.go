@@ -51,6 +51,7 @@ import (
 	"github.com/kubectl-mesh/kubectl-mesh/probe/metrics"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/recorder"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/sampler"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/window"
 )
 
@@ -98,6 +99,10 @@ type Options struct {
 	// defaults, 16384 connections and 1 MiB).
 	MaxFlows        uint32
 	RingBufferBytes uint32
+	// Sampling: when the probe follows exchanges part of the time only.
+	// AboveRPS 0 takes Config.SampleAboveRPS (whose 0 is never); the
+	// other fields default as in sampler.Config.
+	Sampling sampler.Config
 
 	Logger *slog.Logger
 }
@@ -140,8 +145,10 @@ type Agent struct {
 	// Start and dropped after them.
 	kernelTypes *btf.Cache
 	rd          *ringbuf.Reader
-	pairer      *pairing.Pairer // owned by run: inbound requests
-	outPar      *pairing.Pairer // owned by run: outbound calls; nil when not measured
+	pairer      *pairing.Pairer  // owned by run: inbound requests
+	outPar      *pairing.Pairer  // owned by run: outbound calls; nil when not measured
+	sampler     *sampler.Sampler // owned by run once started
+	sampleAbove float64          // the sampler's threshold, for snapshots
 	rec         *recorder.Recorder
 	met         *metrics.Metrics
 
@@ -214,6 +221,14 @@ func Start(opts Options) (a *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	sampling := opts.Sampling
+	if sampling.AboveRPS == 0 {
+		sampling.AboveRPS = opts.Config.SampleAboveRPS
+	}
+	if a.sampler, err = sampler.New(sampling, a.exch, time.Now()); err != nil {
+		return nil, err
+	}
+	a.sampleAbove = sampling.AboveRPS
 	if outbound {
 		// iptables delivers the application's outgoing connections to
 		// this port of the proxy, on lo.
@@ -426,6 +441,9 @@ func (a *Agent) run() {
 		}
 		now = time.Now()
 		a.heartbeat.Store(now.UnixNano())
+		if err := a.sampler.Tick(now, a.outerSeen()); err != nil {
+			a.log.Error("sampling gate", "err", err)
+		}
 		sched.tick(now, func() bool {
 			r, err := a.exch.FlushIdle(a.opts.IdleTime)
 			if err != nil {
@@ -456,9 +474,22 @@ func (a *Agent) run() {
 		now = time.Now()
 		wait := min(sched.nextScan.Sub(now), sched.nextResolve.Sub(now), nextCPU.Sub(now),
 			drainPace(read, drainAt.Sub(lastDrain), ring))
+		if next := a.sampler.Next(); !next.IsZero() {
+			wait = min(wait, next.Sub(now))
+		}
 		lastDrain = drainAt
 		timer.Reset(max(wait, 0))
 	}
+}
+
+// outerSeen is how many outer exchanges (inbound requests, outbound calls)
+// the pairers have received: what the sampler's rate is made of.
+func (a *Agent) outerSeen() uint64 {
+	n := a.pairer.Counts().Edge
+	if a.outPar != nil {
+		n += a.outPar.Counts().App
+	}
+	return n
 }
 
 // recordBytes is the most one exchange takes in the ring: the event and
@@ -606,9 +637,10 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 	}
 	a.losses = api.Losses{
 		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
-		Overload: overload, IdleLate: a.stats.IdleLate,
+		Overload: overload, IdleLate: a.stats.IdleLate, SamplingCut: a.stats.GateCut,
 	}
-	t := recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, DecidedThrough: decided}
+	t := recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, DecidedThrough: decided,
+		NotOpen: a.sampler.NotOpen(time.Now())}
 	a.mu.Unlock()
 	a.met.Observe(results)
 	a.rec.Record(time.Now(), results, t)
@@ -682,7 +714,9 @@ func (a *Agent) sample() {
 		}
 		a.known[id] = c
 	}
-	a.rec.Record(time.Now(), nil, recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, CPU: usage})
+	now := time.Now()
+	a.rec.Record(now, nil, recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, CPU: usage,
+		NotOpen: a.sampler.NotOpen(now)})
 }
 
 // Snapshot returns the measurements of one window.
@@ -695,6 +729,7 @@ func (a *Agent) Snapshot(spec window.Spec) (api.Snapshot, error) {
 		OutboundProxyDetected: a.outProxy,
 		Notes:                 slices.Clone(a.notes),
 		Containers:            make(map[uint64]api.ContainerCPU, len(a.known)),
+		SampleAboveRPS:        a.sampleAbove,
 	}
 	for id, c := range a.known {
 		ctx.Containers[id] = c

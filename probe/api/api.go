@@ -83,6 +83,9 @@ type Snapshot struct {
 	CPU     []ContainerCPU `json:"cpu"`
 	Pairing Pairing        `json:"pairing"`
 	Losses  Losses         `json:"losses"`
+	// Sampling is present when the probe followed requests during part
+	// of the window only.
+	Sampling *Sampling `json:"sampling,omitempty"`
 
 	// Outbound are the pod's outgoing calls through its proxy; absent
 	// when the probe does not measure them (no outbound port configured,
@@ -206,6 +209,11 @@ type Pairing struct {
 	Pipelined         uint64 `json:"pipelined"`
 	TLSHandshake      uint64 `json:"tlsHandshake"`
 	Outbound          uint64 `json:"outbound"`
+	// OutsideSample: application exchanges (outbound: upstream calls)
+	// without a partner that started while the sampling gate was letting
+	// only them through, so their outer exchange was not followed by
+	// design. Absent from probes without sampling.
+	OutsideSample uint64 `json:"outsideSample,omitempty"`
 }
 
 // Losses are events the probe could not use at all.
@@ -219,6 +227,22 @@ type Losses struct {
 	// IdleLate: response segments that came after the idle scan emitted
 	// their exchange (responses pausing longer than the idle time).
 	IdleLate uint64 `json:"idleLate"`
+	// SamplingCut: exchanges in progress when the sampling gate closed,
+	// whose end the probe therefore did not see (longer than its settle
+	// time, 100ms). Absent from probes without sampling.
+	SamplingCut uint64 `json:"samplingCut,omitempty"`
+}
+
+// Sampling says that the probe followed exchanges during part of the
+// window only: above AboveRPS requests (and outbound calls) per second it
+// follows them during a part of each second that keeps its cost near what
+// AboveRPS costs (probe/sampler). Requests, Measured and the pairing
+// counts are then the exchanges followed; RPS and CPU per 1000 requests
+// are estimated from them over the time they were followed.
+type Sampling struct {
+	// Fraction of the window during which new requests were followed.
+	Fraction float64 `json:"fraction"`
+	AboveRPS float64 `json:"aboveRps"`
 }
 
 // ParseWindow validates the window query parameter. The empty string is

@@ -9,6 +9,7 @@
 //	MESH_PROBE_EXCLUDED_INBOUND_PORTS  ports whose inbound traffic bypasses the proxy
 //	MESH_PROBE_LOG_LEVEL               debug | info | warn | error
 //	MESH_PROBE_LISTEN                  address of the probe's HTTP server (default :9464)
+//	MESH_PROBE_SAMPLE_ABOVE_RPS        request rate above which exchanges are sampled (default 5000, 0: never)
 //
 // A flag of the same name (--mesh, --proxy-container, ...) overrides its
 // variable. Proxy ports and the proxy container default per mesh (Istio:
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -49,6 +51,11 @@ const (
 // Prometheus exporter convention, unlikely to clash with an application.
 const DefaultListen = ":9464"
 
+// DefaultSampleAboveRPS: below this many requests (and outbound calls) per
+// second the probe follows every exchange; above, part of each second
+// (probe/sampler), which caps its CPU at about what this rate costs.
+const DefaultSampleAboveRPS = 5000
+
 // Config is the validated configuration.
 type Config struct {
 	Mesh              Mesh
@@ -68,6 +75,9 @@ type Config struct {
 	ProxySources []netip.Addr
 	LogLevel     slog.Level
 	Listen       string
+	// SampleAboveRPS: see DefaultSampleAboveRPS; 0 follows every exchange
+	// at any rate.
+	SampleAboveRPS float64
 	// Warnings describe input the probe adjusted rather than rejected.
 	Warnings []string
 }
@@ -96,6 +106,7 @@ var vars = []struct{ env, flag, usage string }{
 	{"MESH_PROBE_EXCLUDED_INBOUND_PORTS", "excluded-inbound-ports", "comma-separated ports whose inbound traffic bypasses the proxy"},
 	{"MESH_PROBE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)"},
 	{"MESH_PROBE_LISTEN", "listen", "address of /v1/snapshot, /metrics, /healthz and /readyz (default " + DefaultListen + ")"},
+	{"MESH_PROBE_SAMPLE_ABOVE_RPS", "sample-above-rps", "requests per second above which the probe follows exchanges part of each second only (default " + strconv.Itoa(DefaultSampleAboveRPS) + "; 0: every exchange at any rate)"},
 }
 
 // FlagSet declares the flags on fs, returning the values they set (only
@@ -218,6 +229,16 @@ func parse(get func(string) string) (Config, error) {
 		c.LogLevel = slog.LevelError
 	default:
 		fail("MESH_PROBE_LOG_LEVEL=%q: want debug, info, warn or error", clip(lvl))
+	}
+
+	c.SampleAboveRPS = DefaultSampleAboveRPS
+	if v := get("MESH_PROBE_SAMPLE_ABOVE_RPS"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			fail("MESH_PROBE_SAMPLE_ABOVE_RPS=%q: want a number of requests per second, 0 or more (0: never sample)", clip(v))
+		} else {
+			c.SampleAboveRPS = f
+		}
 	}
 
 	c.Listen = get("MESH_PROBE_LISTEN")

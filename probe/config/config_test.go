@@ -22,25 +22,25 @@ func TestDefaultsPerMesh(t *testing.T) {
 		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "8080, 9090,8080,15090"},
 			Config{Mesh: MeshIstio, ProxyContainer: "istio-proxy", ProxyInboundPort: 15006, ProxyOutboundPort: 15001,
 				AppPorts: []uint16{8080, 9090}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
-				LogLevel: slog.LevelInfo, Listen: ":9464",
+				LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS,
 				Warnings: []string{"port 15090 belongs to the istio proxy: not an application port"}}},
 		{map[string]string{"MESH_PROBE_MESH": "Linkerd", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LOG_LEVEL": "debug"},
 			Config{Mesh: MeshLinkerd, ProxyContainer: "linkerd-proxy", ProxyInboundPort: 4143, ProxyOutboundPort: 4140,
-				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464"}},
+				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS}},
 		// A custom sidecar: no defaults, no outbound port, its own port is not the app's.
 		{map[string]string{"MESH_PROBE_MESH": "custom", "MESH_PROBE_PROXY_CONTAINER": "mesh-sidecar",
 			"MESH_PROBE_PROXY_INBOUND_PORT": "15006", "MESH_PROBE_APP_PORTS": "8080,15006"},
 			Config{Mesh: MeshCustom, ProxyContainer: "mesh-sidecar", ProxyInboundPort: 15006,
-				AppPorts: []uint16{8080}, LogLevel: slog.LevelInfo, Listen: ":9464",
+				AppPorts: []uint16{8080}, LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS,
 				Warnings: []string{"port 15006 belongs to the custom proxy: not an application port"}}},
 		{map[string]string{"MESH_PROBE_APP_PORTS": "80,81", "MESH_PROBE_EXCLUDED_INBOUND_PORTS": "81"},
 			Config{Mesh: MeshNone, AppPorts: []uint16{80}, ExcludedInboundPorts: []uint16{81}, LogLevel: slog.LevelInfo,
-				Listen: ":9464", Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
+				Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
 		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_INBOUND_PORT": "16006",
 			"MESH_PROBE_PROXY_CONTAINER": "my-proxy", "MESH_PROBE_LISTEN": "127.0.0.1:9000"},
 			Config{Mesh: MeshIstio, ProxyContainer: "my-proxy", ProxyInboundPort: 16006, ProxyOutboundPort: 15001,
 				AppPorts: []uint16{80}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
-				LogLevel: slog.LevelInfo, Listen: "127.0.0.1:9000"}},
+				LogLevel: slog.LevelInfo, Listen: "127.0.0.1:9000", SampleAboveRPS: DefaultSampleAboveRPS}},
 	}
 	for _, c := range cases {
 		got, err := Load(nil, nil, env(c.env))
@@ -66,6 +66,13 @@ func TestFlagsOverrideEnv(t *testing.T) {
 	if got.Mesh != MeshLinkerd || !reflect.DeepEqual(got.AppPorts, []uint16{7000}) || got.LogLevel != slog.LevelWarn || !*extra {
 		t.Errorf("got %+v", got)
 	}
+	if got.SampleAboveRPS != DefaultSampleAboveRPS {
+		t.Errorf("sampling threshold %v, want the default %v", got.SampleAboveRPS, DefaultSampleAboveRPS)
+	}
+	got, err = Load(nil, nil, env(map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "0"}))
+	if err != nil || got.SampleAboveRPS != 0 {
+		t.Errorf("MESH_PROBE_SAMPLE_ABOVE_RPS=0: %v, %v", got.SampleAboveRPS, err)
+	}
 }
 
 func TestErrorsNameTheVariable(t *testing.T) {
@@ -90,6 +97,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"listen":             {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LISTEN": "9464"}, []string{"MESH_PROBE_LISTEN"}},
 		"listen clash":       {map[string]string{"MESH_PROBE_APP_PORTS": "9464"}, []string{"listen port"}},
 		"container":          {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_CONTAINER": "Istio_Proxy"}, []string{"MESH_PROBE_PROXY_CONTAINER"}},
+		"sampling negative":  {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "-1"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS", "0 or more"}},
+		"sampling word":      {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "lots"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS"}},
+		"sampling infinite":  {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "+Inf"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS"}},
 		"two at once": {map[string]string{"MESH_PROBE_MESH": "x", "MESH_PROBE_APP_PORTS": "a"},
 			[]string{"MESH_PROBE_MESH", "MESH_PROBE_APP_PORTS"}},
 	}

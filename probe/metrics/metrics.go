@@ -167,6 +167,7 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUnusable, k.Pipelined, "pipelined")
 	counter(descUnusable, k.TLSHandshake, "tls-handshake")
 	counter(descUnusable, k.Outbound, "outbound")
+	counter(descUnusable, k.OutsideSample, "outside-sample")
 	o := t.Outbound
 	counter(descOutCalls, o.App+o.NoProxy)
 	counter(descOutMeasured, o.Paired-o.PairedByRequestID, "containment")
@@ -180,6 +181,7 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLost, t.Losses.DecodeErrors, "decode-error")
 	counter(descLost, t.Losses.Overload, "overload")
 	counter(descLost, t.Losses.IdleLate, "idle-late")
+	counter(descLost, t.Losses.SamplingCut, "sampling-cut")
 	counter(descIdleFlushed, t.Exchange.IdleFlushed)
 	counter(descPackets, t.Exchange.Packets)
 	for _, cpu := range t.CPU {

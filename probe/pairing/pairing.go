@@ -165,6 +165,12 @@ type Counts struct {
 	Pipelined    uint64 // several HTTP/1.1 messages in one exchange
 	TLSHandshake uint64 // an edge exchange that is a TLS handshake
 	Outbound     uint64 // of another direction than the Pairer's: not paired by it (the name is older than outbound pairing)
+
+	// OutsideSample counts the inner exchanges without a partner that
+	// started while the sampling gate admitted inner exchanges only
+	// (exchange.FlagGateInner): their outer exchange was not followed, by
+	// design (probe/sampler), so they are not unmatched.
+	OutsideSample uint64
 }
 
 // node is a pending exchange. Below, "edge" and "app" name the roles of
@@ -180,6 +186,8 @@ type node struct {
 	// collide with a probability of about 2^-64.
 	id   uint64
 	used bool
+	// gateInner: exchange.FlagGateInner, see Counts.OutsideSample.
+	gateInner bool
 }
 
 // idSeed keys the request ID hashes of this process.
@@ -307,7 +315,7 @@ func (p *Pairer) Add(ev exchange.Event) {
 	}
 	// The head may be the reader's buffer, reused by its next Read: only
 	// the request ID read from it is kept.
-	n := node{x: exchangeOf(&ev), id: requestID(ev.Head)}
+	n := node{x: exchangeOf(&ev), id: requestID(ev.Head), gateInner: ev.Flags&exchange.FlagGateInner != 0}
 	if isEdge {
 		p.edges.insert(&n)
 	} else {
@@ -620,7 +628,9 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdge
 	if len(apps) == 0 || len(edges) == 0 {
 		// Nothing to pair with (and a proxy was seen, see above).
 		p.unmatched(true, len(edges))
-		p.unmatched(false, len(apps))
+		for _, a := range apps {
+			p.unmatchedInner(a)
+		}
 		return results
 	}
 
@@ -697,7 +707,7 @@ func (p *Pairer) solve(results []Result, g *group, links *linkTable, pendingEdge
 			ambApps++
 			appSum += a.x.Duration()
 		} else {
-			p.unmatched(false, 1)
+			p.unmatchedInner(a)
 		}
 	}
 	// Which ambiguous edge goes with which app is unknown, but if they
@@ -722,6 +732,17 @@ func (p *Pairer) unmatched(outer bool, n int) {
 	} else {
 		p.counts.UnmatchedApp += uint64(n)
 	}
+}
+
+// unmatchedInner counts an inner exchange without a possible partner:
+// unmatched, unless the sampling gate kept its outer exchange from being
+// followed.
+func (p *Pairer) unmatchedInner(a *node) {
+	if a.gateInner {
+		p.counts.OutsideSample++
+		return
+	}
+	p.unmatched(false, 1)
 }
 
 // ambiguous counts one exchange with several possible partners, by its leg.

@@ -71,6 +71,9 @@ type Aggregate struct {
 	Losses api.Losses
 	// DecidedThrough is the latest Totals.DecidedThrough recorded.
 	DecidedThrough time.Time
+	// NotOpen: time the sampling gate kept new requests from being
+	// followed (Totals.NotOpen's growth).
+	NotOpen time.Duration
 }
 
 // NewAggregate returns an empty aggregate.
@@ -84,6 +87,7 @@ func (a *Aggregate) Merge(o *Aggregate) {
 		a.CPU[id] += d
 	}
 	a.Losses = addLosses(a.Losses, o.Losses)
+	a.NotOpen += o.NotOpen
 	if o.DecidedThrough.After(a.DecidedThrough) {
 		a.DecidedThrough = o.DecidedThrough
 	}
@@ -96,6 +100,7 @@ func (a *Aggregate) Reset() {
 	clear(a.CPU)
 	a.Losses = api.Losses{}
 	a.DecidedThrough = time.Time{}
+	a.NotOpen = 0
 }
 
 // Totals are the running totals the agent holds; the recorder keeps the
@@ -108,6 +113,9 @@ type Totals struct {
 	// DecidedThrough: every exchange that ended before it has been
 	// decided (the pairing's cutoff, on the wall clock); zero if unknown.
 	DecidedThrough time.Time
+	// NotOpen: total time the sampling gate was not open
+	// (sampler.Sampler.NotOpen).
+	NotOpen time.Duration
 }
 
 // Recorder is safe for concurrent use: the agent records, the HTTP server
@@ -135,7 +143,9 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 	counts := subCounts(t.Counts, r.last.Counts)
 	out := subCounts(t.OutboundCounts, r.last.OutboundCounts)
 	losses := subLosses(t.Losses, r.last.Losses)
+	notOpen := max(t.NotOpen-r.last.NotOpen, 0)
 	r.rolling.Update(now, func(a *Aggregate) {
+		a.NotOpen += notOpen
 		for i := range results {
 			if results[i].Edge.Direction == exchange.Outbound {
 				a.Outbound.record(&results[i])
@@ -163,6 +173,7 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 		}
 	})
 	r.last.Counts, r.last.OutboundCounts, r.last.Losses = t.Counts, t.OutboundCounts, t.Losses
+	r.last.NotOpen = max(t.NotOpen, r.last.NotOpen)
 	if t.CPU != nil {
 		r.last.CPU = maps.Clone(t.CPU)
 	}
@@ -178,6 +189,8 @@ type Context struct {
 	Notes                           []string
 	// Containers describes known cgroups (identity fields only).
 	Containers map[uint64]api.ContainerCPU
+	// SampleAboveRPS: the probe's sampling threshold (0: never).
+	SampleAboveRPS float64
 }
 
 // Snapshot builds the document for the window spec as of now.
@@ -187,7 +200,18 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		return api.Snapshot{}, err
 	}
 	a := w.Agg
-	in := summarize(&a.Traffic, ctx.ProxyDetected, w.Covered)
+	// Rates are over the time requests were followed: all of the window
+	// unless the sampling gate closed in it.
+	followed := w.Covered
+	var sampling *api.Sampling
+	if a.NotOpen > 0 && w.Covered > 0 {
+		followed = max(w.Covered-a.NotOpen, w.Covered/100)
+		sampling = &api.Sampling{
+			Fraction: math.Round(1000*followed.Seconds()/w.Covered.Seconds()) / 1000,
+			AboveRPS: ctx.SampleAboveRPS,
+		}
+	}
+	in := summarize(&a.Traffic, ctx.ProxyDetected, followed)
 	s := api.Snapshot{
 		APIVersion:      api.APIVersion,
 		Kind:            api.KindSnapshot,
@@ -212,6 +236,12 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		CPU:             []api.ContainerCPU{},
 		Pairing:         in.Pairing,
 		Losses:          a.Losses,
+		Sampling:        sampling,
+	}
+	if sampling != nil {
+		s.Notes = append(slices.Clone(s.Notes), fmt.Sprintf(
+			"above %g requests per second the probe follows requests during part of each second: %.0f%% of this window; requests and pairing counts are those followed, rps and CPU per 1000 requests estimates",
+			ctx.SampleAboveRPS, 100*sampling.Fraction))
 	}
 	if !a.DecidedThrough.IsZero() {
 		d := a.DecidedThrough.UTC()
@@ -224,7 +254,7 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 		s.Notes = append(slices.Clone(s.Notes), note)
 	}
 	if ctx.Outbound {
-		out := summarize(&a.Outbound, ctx.OutboundProxyDetected, w.Covered)
+		out := summarize(&a.Outbound, ctx.OutboundProxyDetected, followed)
 		s.Outbound = &out
 		if note := overlapNote(a.Outbound.Requests, a.Outbound.Counts.AmbiguousApp, "outbound calls"); note != "" {
 			s.Notes = append(slices.Clone(s.Notes), note)
@@ -237,7 +267,10 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 			c.Millicores = round2(1000 * d.Seconds() / w.Covered.Seconds())
 		}
 		if a.Requests > 0 {
-			c.CPUMsPer1000Requests = round2(1000 * api.Millis(d) / float64(a.Requests))
+			// The requests of the whole window, estimated when
+			// sampled: the CPU is measured throughout.
+			requests := float64(a.Requests) * w.Covered.Seconds() / followed.Seconds()
+			c.CPUMsPer1000Requests = round2(1000 * api.Millis(d) / requests)
 		}
 		s.CPU = append(s.CPU, c)
 	}
@@ -280,6 +313,7 @@ func summarize(t *Traffic, proxy bool, covered time.Duration) api.Traffic {
 			Pipelined:         t.Counts.Pipelined,
 			TLSHandshake:      t.Counts.TLSHandshake,
 			Outbound:          t.Counts.Outbound,
+			OutsideSample:     t.Counts.OutsideSample,
 		},
 	}
 	if covered > 0 {
@@ -340,7 +374,7 @@ func addCounts(a, b pairing.Counts) pairing.Counts {
 		AmbiguousProxyAdded: a.AmbiguousProxyAdded + b.AmbiguousProxyAdded,
 		Incomplete:          a.Incomplete + b.Incomplete, Predates: a.Predates + b.Predates,
 		Pipelined: a.Pipelined + b.Pipelined, TLSHandshake: a.TLSHandshake + b.TLSHandshake,
-		Outbound: a.Outbound + b.Outbound,
+		Outbound: a.Outbound + b.Outbound, OutsideSample: a.OutsideSample + b.OutsideSample,
 	}
 }
 
@@ -355,7 +389,7 @@ func subCounts(a, b pairing.Counts) pairing.Counts {
 		AmbiguousProxyAdded: a.AmbiguousProxyAdded - b.AmbiguousProxyAdded,
 		Incomplete:          a.Incomplete - b.Incomplete, Predates: a.Predates - b.Predates,
 		Pipelined: a.Pipelined - b.Pipelined, TLSHandshake: a.TLSHandshake - b.TLSHandshake,
-		Outbound: a.Outbound - b.Outbound,
+		Outbound: a.Outbound - b.Outbound, OutsideSample: a.OutsideSample - b.OutsideSample,
 	}
 }
 
@@ -363,6 +397,7 @@ func addLosses(a, b api.Losses) api.Losses {
 	return api.Losses{
 		RingBufferFull: a.RingBufferFull + b.RingBufferFull, DecodeErrors: a.DecodeErrors + b.DecodeErrors,
 		Overload: a.Overload + b.Overload, IdleLate: a.IdleLate + b.IdleLate,
+		SamplingCut: a.SamplingCut + b.SamplingCut,
 	}
 }
 
@@ -370,5 +405,6 @@ func subLosses(a, b api.Losses) api.Losses {
 	return api.Losses{
 		RingBufferFull: a.RingBufferFull - b.RingBufferFull, DecodeErrors: a.DecodeErrors - b.DecodeErrors,
 		Overload: a.Overload - b.Overload, IdleLate: a.IdleLate - b.IdleLate,
+		SamplingCut: a.SamplingCut - b.SamplingCut,
 	}
 }

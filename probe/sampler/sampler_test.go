@@ -1,0 +1,138 @@
+package sampler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/bpf"
+)
+
+// gateLog records the states set, with the time (ms since t0) of the tick
+// that set them.
+type gateLog struct {
+	now   *time.Time
+	t0    time.Time
+	moves []string
+}
+
+func (g *gateLog) SetGate(s bpf.Gate) error {
+	g.moves = append(g.moves, s.String()+"@"+g.now.Sub(g.t0).String())
+	return nil
+}
+
+// run ticks every 10ms for d, with outer exchanges arriving at rate per
+// second while the gate is open.
+func run(t *testing.T, s *Sampler, now *time.Time, seen *uint64, d time.Duration, rate float64) {
+	t.Helper()
+	end := now.Add(d)
+	for now.Before(end) {
+		*now = now.Add(10 * time.Millisecond)
+		if s.state == bpf.GateOpen {
+			*seen += uint64(rate / 100)
+		}
+		if err := s.Tick(*now, *seen); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestOffNeverMoves(t *testing.T) {
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(Config{}, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	run(t, s, &now, &seen, 5*time.Second, 1e6)
+	if !s.Next().IsZero() || len(g.moves) != 0 || s.NotOpen(now) != 0 || s.Fraction() != 1 {
+		t.Errorf("sampling off moved the gate: %v, not open %v", g.moves, s.NotOpen(now))
+	}
+}
+
+func TestBelowThresholdStaysOpen(t *testing.T) {
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(Config{AboveRPS: 5000}, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	// 6000 rps would sample at 0.83: above maxCycledFraction, so open.
+	run(t, s, &now, &seen, 5*time.Second, 6000)
+	if len(g.moves) != 0 || s.Fraction() != 1 {
+		t.Errorf("moves %v fraction %v, want none and 1", g.moves, s.Fraction())
+	}
+}
+
+// At four times the threshold the gate is open a quarter of each period,
+// passing through inner-only on both sides of the closed part; when the
+// rate falls it stays open again.
+func TestCyclesAboveThreshold(t *testing.T) {
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(Config{AboveRPS: 5000}, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	run(t, s, &now, &seen, 1*time.Second, 20000) // first period: open, measuring
+	if len(g.moves) != 0 || s.Fraction() != 0.25 {
+		t.Fatalf("after the first period: moves %v fraction %v, want none and 0.25", g.moves, s.Fraction())
+	}
+	notOpen := s.NotOpen(now)
+	run(t, s, &now, &seen, 2*time.Second, 20000)
+	want := []string{
+		"inner-only@1.25s", "closed@1.35s", "inner-only@1.9s", "open@2s",
+		"inner-only@2.25s", "closed@2.35s", "inner-only@2.9s", "open@3s",
+	}
+	if len(g.moves) != len(want) {
+		t.Fatalf("moves %v, want %v", g.moves, want)
+	}
+	for i := range want {
+		if g.moves[i] != want[i] {
+			t.Errorf("move %d: %s, want %s", i, g.moves[i], want[i])
+		}
+	}
+	if d := s.NotOpen(now) - notOpen; d != 1500*time.Millisecond {
+		t.Errorf("not open %v over two periods, want 1.5s", d)
+	}
+	// The rate seen while open stays 20000/s: still a quarter.
+	if s.Fraction() != 0.25 {
+		t.Errorf("fraction %v, want 0.25", s.Fraction())
+	}
+	g.moves = nil
+	run(t, s, &now, &seen, 3*time.Second, 2000)
+	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@4s" {
+		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 4s on", s.Fraction(), g.moves)
+	}
+}
+
+func TestMinFraction(t *testing.T) {
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(Config{AboveRPS: 100}, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	run(t, s, &now, &seen, 1*time.Second, 1e6)
+	if s.Fraction() != 1.0/16 {
+		t.Errorf("fraction %v at 10000x the threshold, want the minimum 1/16", s.Fraction())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for name, c := range map[string]Config{
+		"negative":     {AboveRPS: -1},
+		"min fraction": {AboveRPS: 1, MinFraction: 0.9},
+		"short period": {AboveRPS: 1, Period: 200 * time.Millisecond, Settle: 100 * time.Millisecond},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: %+v accepted", name, c)
+		}
+	}
+	if err := (Config{AboveRPS: 5000}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
