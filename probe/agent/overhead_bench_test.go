@@ -37,6 +37,7 @@ var (
 	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
 	overheadCostOnly = flag.Bool("overhead.costs-only", false, "run only the arm with kernel BPF statistics on: the probe's costs without the client-side comparison (for comparing versions of the probe)")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
+	overheadSample   = flag.Float64("overhead.sample-above", -1, "MESH_PROBE_SAMPLE_ABOVE_RPS for the probe (-1: its default; 0: follow every request at any rate)")
 	overheadIdle     = flag.Duration("overhead.idle-duration", 30*time.Second, "BenchmarkProbeIdle: how long each repetition measures the probe with no traffic")
 )
 
@@ -338,6 +339,9 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 	}
 	p.cmd.Env = append(os.Environ(), "MESH_PROBE_MESH=istio", "MESH_PROBE_APP_PORTS=8080",
 		"MESH_PROBE_LISTEN="+p.listen, "MESH_PROBE_LOG_LEVEL=warn")
+	if *overheadSample >= 0 {
+		p.cmd.Env = append(p.cmd.Env, "MESH_PROBE_SAMPLE_ABOVE_RPS="+strconv.FormatFloat(*overheadSample, 'g', -1, 64))
+	}
 	p.cmd.Stderr = os.Stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if err := p.cmd.Start(); err != nil {

@@ -1,0 +1,78 @@
+package agent
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/sampler"
+)
+
+// Above its threshold the probe follows requests during part of each
+// second (probe/sampler). Sampled like that, at 500 rps with a threshold of
+// 100 (a fifth of each second open after the first), it still measures
+// what the proxy fixture says it added, within the 50 us of the unsampled
+// tests; it follows only part of the requests and says so; and the gate
+// leaves nothing unmatched or cut, since every request is far shorter
+// than the gate's settle time.
+func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
+	requireRoot(t)
+	p := newPodUnderTest(t, true)
+	p.proxy.SetDelays(500*time.Microsecond, 500*time.Microsecond)
+	r := startAgent(t, p.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
+	if _, err := p.proxy.Take(); err != nil {
+		t.Fatal(err)
+	}
+	load, err := fixture.RunLoad(p.pod.Client, fixture.LoadOptions{
+		URL: "http://" + net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort)) + "/",
+		QPS: 500, Duration: 6 * time.Second, Connections: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	truth, err := p.proxy.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if load.Errors != 0 || len(truth) < int(load.Requests) {
+		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
+	}
+	// Wait until every exchange that ended by the load's end has been
+	// decided and its slot closed (a bound on a failure, not a threshold).
+	s := r.snapshot(t, "10s")
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if s = r.snapshot(t, "10s"); s.DecidedThrough != nil && s.DecidedThrough.After(end) {
+			break
+		}
+	}
+	if s.DecidedThrough == nil || !s.DecidedThrough.After(end) {
+		t.Fatalf("the window never covered the load's end: %+v", s)
+	}
+	total, _, _ := residenceTotals(truth)
+	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f; pairing %+v; losses %+v",
+		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.Pairing, s.Losses)
+	t.Logf("proxy added p50: probe %.3fms fixture %.3fms", s.ProxyAdded.P50, ms(fixture.Median(total)))
+
+	if s.Sampling == nil || s.Sampling.Fraction <= 0 || s.Sampling.Fraction >= 0.9 || s.Sampling.AboveRPS != 100 {
+		t.Errorf("sampling %+v: want a fraction of the window, threshold 100", s.Sampling)
+	}
+	if s.Requests == 0 || s.Requests > uint64(len(truth))*3/4 {
+		t.Errorf("followed %d of %d requests: want a part of them", s.Requests, len(truth))
+	}
+	if got := s.Measured + s.Pairing.AmbiguousEdge + s.Pairing.UnmatchedEdge; got != s.Requests {
+		t.Errorf("%d requests followed, %d accounted for", s.Requests, got)
+	}
+	if u := s.Pairing.UnmatchedEdge + s.Pairing.UnmatchedApp; u > s.Measured/100+2 || s.Losses.SamplingCut != 0 {
+		t.Errorf("the gate left %d unmatched and cut %d of %d measured", u, s.Losses.SamplingCut, s.Measured)
+	}
+	if s.Pairing.OutsideSample == 0 {
+		t.Error("no application exchange counted outside the sample: the gate never admitted inner exchanges alone")
+	}
+	if !within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+		t.Errorf("sampled proxy added p50 %.3fms, fixture %.3fms over every request: more than 50us apart",
+			s.ProxyAdded.P50, ms(fixture.Median(total)))
+	}
+}
