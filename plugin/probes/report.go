@@ -105,7 +105,8 @@ type podData struct {
 	// dirData: the inbound requests; out the outbound calls (nil: not measured).
 	dirData
 	out *dirData
-	// cpuMs is proxy CPU time over the pod's window, CPU ms; cpuKnown whether there is one.
+	// cpuMs is proxy CPU time over the part of the pod's window its requests were followed
+	// in (all of it unless sampled), CPU ms; cpuKnown whether there is one.
 	cpuMs    float64
 	cpuKnown bool
 }
@@ -219,8 +220,17 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 			snap.ProxyAddedMean.Mean, snap.ProxyAddedMean.Count))
 	}
 
+	// Sampled (above the probe's MESH_PROBE_SAMPLE_ABOVE_RPS), the counts
+	// are of the requests followed: rates and CPU per request are over
+	// the time they were followed.
+	followed := snap.DurationSeconds
+	if sm := snap.Sampling; sm != nil && sm.Fraction > 0 && sm.Fraction < 1 {
+		followed *= sm.Fraction
+		notes = append(notes, fmt.Sprintf("sampled: above %g rps the probe follows requests during part of each second, here %.0f%% of the window; requests are those followed, rps and proxy CPU per 1000 requests estimated over that time",
+			sm.AboveRPS, 100*sm.Fraction))
+	}
 	in := snap.Inbound()
-	po.OverheadStats, data.dirData = trafficStats(&in, snap.DurationSeconds)
+	po.OverheadStats, data.dirData = trafficStats(&in, followed)
 	s := &po.OverheadStats
 	p := snap.Pairing
 
@@ -234,7 +244,7 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 		}
 		if data.cpuKnown {
 			s.ProxyCPUMillicores = ptr(round3(mc))
-			data.cpuMs = mc * snap.DurationSeconds
+			data.cpuMs = mc * followed
 			if s.Requests > 0 {
 				s.ProxyCPUMsPer1000Requests = ptr(round3(data.cpuMs / float64(s.Requests) * 1000))
 			}
@@ -257,7 +267,7 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 	}
 
 	if o := snap.Outbound; o != nil {
-		stats, d := trafficStats(o, snap.DurationSeconds)
+		stats, d := trafficStats(o, followed)
 		po.Outbound, data.out = &stats, &d
 		notes = append(notes, outboundNote(o, &stats))
 	}

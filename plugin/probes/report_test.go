@@ -403,3 +403,40 @@ type fixed api.Snapshot
 
 func (f fixed) Snapshot(window.Spec) (api.Snapshot, error) { return api.Snapshot(f), nil }
 func (f fixed) Ready() error                               { return nil }
+
+// A sampled snapshot's requests are those the probe followed, during a
+// fraction of its window: the report's rate and proxy CPU per 1000
+// requests are over that time, for the pod and its namespace, and a note
+// says so.
+func TestReportSampled(t *testing.T) {
+	added := make([]time.Duration, 100)
+	for i := range added {
+		added[i] = time.Millisecond
+	}
+	full := valuesSnapshot(t, added, time.Millisecond)
+	sampled := valuesSnapshot(t, added, time.Millisecond)
+	sampled.Sampling = &api.Sampling{Fraction: 0.25, AboveRPS: 5000}
+	pods := []corev1.Pod{probestest.Pod("a", "full-1", "istio-proxy", true), probestest.Pod("b", "sampled-1", "istio-proxy", true)}
+	r := Report("overhead-5", t0, now, []PodSnapshot{
+		{Pod: &pods[0], Probed: true, Snapshot: full}, {Pod: &pods[1], Probed: true, Snapshot: sampled},
+	})
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	f, s := podByName(r, "full-1"), podByName(r, "sampled-1")
+	if f == nil || s == nil || f.ProxyCPUMsPer1000Requests == nil || s.ProxyCPUMsPer1000Requests == nil {
+		t.Fatalf("pods %+v", r.Pods)
+	}
+	if s.Requests != f.Requests || math.Abs(s.RPS-4*f.RPS) > 0.01 {
+		t.Errorf("sampled pod: %d requests at %v rps, want %d at 4 x %v", s.Requests, s.RPS, f.Requests, f.RPS)
+	}
+	if got, want := *s.ProxyCPUMsPer1000Requests, *f.ProxyCPUMsPer1000Requests/4; math.Abs(got-want) > 0.01 {
+		t.Errorf("sampled proxy CPU per 1000 requests %v, want %v (a quarter of the requests followed)", got, want)
+	}
+	if !strings.Contains(s.Note, "sampled") || !strings.Contains(s.Note, "25% of the window") {
+		t.Errorf("no sampling note: %q", s.Note)
+	}
+	if ns := nsByName(r, "b"); ns == nil || ns.ProxyCPUMsPer1000Requests == nil || *ns.ProxyCPUMsPer1000Requests != *s.ProxyCPUMsPer1000Requests || ns.RPS != s.RPS {
+		t.Errorf("sampled pod's namespace %+v, want its pod's figures", ns)
+	}
+}
