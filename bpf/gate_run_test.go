@@ -154,3 +154,29 @@ func TestSetGateRejectsUnknownState(t *testing.T) {
 		t.Error("SetGate(7) succeeded")
 	}
 }
+
+// A FIN or RST with the gate closed forgets its connection, whose
+// exchange in progress may have gone on unseen: cut, not emitted.
+func TestRunGateClosedForgetsEndedConnections(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
+	c := newConn("192.0.2.10:40103", "192.0.2.20:8080")
+	h.edgeIn(c.syn())
+	h.edgeOut(c.synAck())
+	h.edgeIn(c.request(req1))
+	h.edgeOut(c.response(resp1))
+	if err := h.p.SetGate(GateClosed); err != nil {
+		t.Fatal(err)
+	}
+	h.edgeIn(c.request(req2))
+	h.edgeOut(c.response(resp2))
+	h.edgeIn(c.fromClient(tcpFIN|tcpACK, nil))
+	if evs := h.events(); len(evs) != 0 {
+		t.Errorf("emitted with the gate closed: %+v", evs)
+	}
+	if n := len(h.flows()); n != 0 {
+		t.Errorf("%d flows left after a FIN with the gate closed, want 0", n)
+	}
+	if s := h.stats(); s.GateCut != 1 || s.GateClosed != 2 {
+		t.Errorf("stats %+v, want exchange 1 cut and two segments closed out", s)
+	}
+}

@@ -702,7 +702,11 @@ static __always_inline void on_request_payload(struct __sk_buff *skb, struct flo
 		 * may be the rest of a request whose start was missed. */
 		if (!f->answered && !starts_request(payload_word(skb, off, fresh)))
 			return;
+		/* This request starts an exchange whose start is seen:
+		 * nothing noted while skipping belongs to it. */
 		f->state = FLOW_IDLE;
+		f->flags = 0;
+		f->retransmits = 0;
 	}
 
 	/* The payload's first word is read only where a request line could
@@ -827,12 +831,22 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 
 	if (f && f->epoch != epoch)
 		resync(f, epoch);
+	if (gate == GATE_CLOSED) {
+		/* Only a client's SYN, or a FIN or RST, gets here (gate_stops):
+		 * the connection may have moved on unseen, so what it had is
+		 * cut, never emitted. A connection that ends is forgotten; one
+		 * that starts is noted below. */
+		if (f)
+			resync(f, epoch);
+		if (!(tcp_flags & TCP_SYN)) {
+			if (f)
+				bpf_map_delete_elem(&flows, key);
+			return;
+		}
+	}
 	if (tcp_flags & TCP_SYN && !(tcp_flags & TCP_ACK) && f) {
 		/* A new connection reusing the 5-tuple of one whose end was
-		 * not seen: flush what the old one had, start clean (with the
-		 * gate closed, what it had may lack its end: cut). */
-		if (gate == GATE_CLOSED)
-			resync(f, epoch);
+		 * not seen: flush what the old one had, start clean. */
 		emit(f, key, 0);
 		bpf_map_delete_elem(&flows, key);
 		f = NULL;
@@ -977,10 +991,14 @@ static __always_inline int bare_ack(const struct segment *seg)
 /* gate_stops: with the sampling gate closed a segment leaves here, counted,
  * before any lookup: that is what closing saves. A client's SYN goes on to
  * create its connection's flow (outbound connections are followed only
- * from their SYN); the flow resyncs when the gate reopens. */
+ * from their SYN; the flow resyncs when the gate reopens), and a FIN or RST
+ * to forget its connection's (else the table would keep every connection
+ * that ended while the gate was closed until the LRU evicts it). Both are
+ * a few segments per connection, not per request. */
 static __always_inline int gate_stops(const struct segment *seg)
 {
-	if (sampling_gate != GATE_CLOSED || (seg->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+	if (sampling_gate != GATE_CLOSED || (seg->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN ||
+	    seg->tcp_flags & (TCP_FIN | TCP_RST))
 		return 0;
 	count(STAT_GATE_CLOSED);
 	return 1;
