@@ -12,7 +12,7 @@ import (
 
 // Above its threshold the probe follows requests during part of each
 // second (probe/sampler). Sampled like that, at 500 rps with a threshold of
-// 100 (a fifth of each second open after the first), it still measures
+// 100 (a fifth of each 2s period open after the first), it still measures
 // what the proxy fixture says it added, within the 50 us of the unsampled
 // tests; it follows only part of the requests and says so; and the gate
 // leaves nothing unmatched or cut, since every request is far shorter
@@ -27,7 +27,7 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	}
 	load, err := fixture.RunLoad(p.pod.Client, fixture.LoadOptions{
 		URL: "http://" + net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort)) + "/",
-		QPS: 500, Duration: 6 * time.Second, Connections: 2,
+		QPS: 500, Duration: 8 * time.Second, Connections: 2,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -409,3 +409,48 @@ func TestOutboundKeptApart(t *testing.T) {
 		t.Errorf("outbound section without outbound measurement: %+v", s.Outbound)
 	}
 }
+
+// Sampled: over 10 s the gate was open a quarter of each second, during
+// which 400 requests were followed (160 rps while followed). The snapshot
+// says so, and estimates the rate and the CPU per 1000 requests over the
+// time followed, while the millicores stay the measured ones.
+func TestSnapshotSampled(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	r := New(origin)
+	var counts pairing.Counts
+	cpu := map[uint64]time.Duration{}
+	var notOpen time.Duration
+	for sec := range 10 {
+		for i := range 40 {
+			now := origin.Add(time.Duration(sec)*time.Second + time.Duration(i)*250*time.Millisecond/40)
+			counts.Edge++
+			counts.App++
+			counts.Paired++
+			r.Record(now, []pairing.Result{{EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond,
+				ProxyAdded: time.Millisecond, Method: pairing.ByContainment}}, Totals{Counts: counts, NotOpen: notOpen})
+		}
+		notOpen += 750 * time.Millisecond
+		cpu[7] += 800 * time.Millisecond // 160 rps at 5 ms each, all second long
+		r.Record(origin.Add(time.Duration(sec)*time.Second+999*time.Millisecond), nil,
+			Totals{Counts: counts, CPU: cpu, NotOpen: notOpen})
+	}
+	s, err := r.Snapshot(origin.Add(10*time.Second), spec("10s"), Context{
+		Mesh: "istio", ProxyDetected: true, SampleAboveRPS: 400,
+		Containers: map[uint64]api.ContainerCPU{7: {Name: "istio-proxy", Role: "proxy"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sampling == nil || s.Sampling.Fraction != 0.25 || s.Sampling.AboveRPS != 400 {
+		t.Fatalf("sampling %+v, want a quarter above 400 rps", s.Sampling)
+	}
+	if s.Requests != 400 || s.RPS != 160 {
+		t.Errorf("%d requests at %v rps, want 400 followed, 160 rps (over the 2.5 s followed)", s.Requests, s.RPS)
+	}
+	if len(s.CPU) != 1 || s.CPU[0].Millicores != 800 || s.CPU[0].CPUMsPer1000Requests != 5000 {
+		t.Errorf("cpu %+v, want 800 millicores, 5000 ms per 1000 requests (of the 1600 estimated)", s.CPU)
+	}
+	if !strings.Contains(strings.Join(s.Notes, "\n"), "25% of this window") {
+		t.Errorf("notes %q do not say the window was sampled", s.Notes)
+	}
+}

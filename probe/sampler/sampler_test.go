@@ -53,7 +53,7 @@ func TestOffNeverMoves(t *testing.T) {
 func TestBelowThresholdStaysOpen(t *testing.T) {
 	now := time.Unix(0, 0)
 	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 5000}, g, now)
+	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestBelowThresholdStaysOpen(t *testing.T) {
 func TestCyclesAboveThreshold(t *testing.T) {
 	now := time.Unix(0, 0)
 	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 5000}, g, now)
+	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestCyclesAboveThreshold(t *testing.T) {
 func TestMinFraction(t *testing.T) {
 	now := time.Unix(0, 0)
 	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 100}, g, now)
+	s, err := New(Config{AboveRPS: 100, Period: time.Second}, g, now)
 	if err != nil {
 		t.Fatal(err)
 	}
