@@ -76,3 +76,59 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 			s.ProxyAdded.P50, ms(fixture.Median(total)))
 	}
 }
+
+// Outbound calls sampled alike: the application's exchange with the proxy
+// on lo is then the outer one, which the gate keeps from starting while
+// the upstream's (on eth0) may still. The mirror of the test above, behind
+// an Istio-style OUTPUT REDIRECT.
+func TestEndToEndSampledOutbound(t *testing.T) {
+	requireRoot(t)
+	o := newOutboundPod(t, true)
+	o.proxy.SetDelays(500*time.Microsecond, 500*time.Microsecond)
+	r := startAgent(t, o.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
+	if _, err := o.proxy.Take(); err != nil {
+		t.Fatal(err)
+	}
+	load, err := fixture.RunLoad(o.pod.Pod, fixture.LoadOptions{URL: o.url, QPS: 500, Duration: 8 * time.Second, Connections: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	truth, err := o.proxy.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if load.Errors != 0 || len(truth) < int(load.Requests) {
+		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
+	}
+	s := r.snapshot(t, "10s")
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if s = r.snapshot(t, "10s"); s.DecidedThrough != nil && s.DecidedThrough.After(end) {
+			break
+		}
+	}
+	out := s.Outbound
+	if out == nil || s.DecidedThrough == nil || !s.DecidedThrough.After(end) {
+		t.Fatalf("the window never covered the load's end: %+v", s)
+	}
+	total, _, _ := residenceTotals(truth)
+	t.Logf("%d calls (%.0f rps); probe followed %d, measured %d, sampling %+v; pairing %+v; losses %+v",
+		len(truth), load.ActualQPS, out.Requests, out.Measured, s.Sampling, out.Pairing, s.Losses)
+	t.Logf("outbound proxy added p50: probe %.3fms fixture %.3fms", out.ProxyAdded.P50, ms(fixture.Median(total)))
+	if s.Sampling == nil || s.Sampling.Fraction >= 0.9 {
+		t.Errorf("sampling %+v: want a fraction of the window", s.Sampling)
+	}
+	if out.Requests == 0 || out.Requests > uint64(len(truth))*3/4 {
+		t.Errorf("followed %d of %d calls: want a part of them", out.Requests, len(truth))
+	}
+	if u := out.Pairing.UnmatchedEdge + out.Pairing.UnmatchedApp; u > out.Measured/100+2 || s.Losses.SamplingCut != 0 {
+		t.Errorf("the gate left %d unmatched and cut %d of %d measured", u, s.Losses.SamplingCut, out.Measured)
+	}
+	if out.Pairing.OutsideSample == 0 {
+		t.Error("no upstream exchange counted outside the sample")
+	}
+	if !within(out.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+		t.Errorf("sampled outbound proxy added p50 %.3fms, fixture %.3fms over every call: more than 50us apart",
+			out.ProxyAdded.P50, ms(fixture.Median(total)))
+	}
+}
