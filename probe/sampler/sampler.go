@@ -111,8 +111,8 @@ func New(cfg Config, g Gate, now time.Time) (*Sampler, error) {
 	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, openFrom: now}
 	if cfg.AboveRPS > 0 {
 		s.periodEnd = now.Add(cfg.Period)
-		s.next = s.periodEnd
 		s.openUntil = s.periodEnd
+		s.next = now.Add(cfg.Period / checksPerPeriod)
 	}
 	return s, nil
 }
@@ -132,6 +132,11 @@ func (s *Sampler) NotOpen(now time.Time) time.Duration {
 	return s.closed
 }
 
+// checksPerPeriod: while the gate stays open all period, the rate is
+// checked this many times a period, so that a burst above the threshold
+// starts the cycle within an eighth of a period rather than at its end.
+const checksPerPeriod = 8
+
 // Tick moves the gate if its time has come. outerSeen is the running count
 // of outer exchanges the probe has received (inbound requests and outbound
 // calls), from which the next period's fraction is decided.
@@ -141,21 +146,17 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 	}
 	switch {
 	case !now.Before(s.periodEnd):
-		// A new period: decide its fraction from the rate while open.
-		if !s.openFrom.IsZero() {
-			s.openSince += now.Sub(s.openFrom)
-			s.openFrom = now
+		return s.startPeriod(now, s.decide(now, outerSeen))
+	case s.fraction >= 1:
+		s.foldOpen(now)
+		if f, ok := s.fractionFor(outerSeen); ok && f < 1 {
+			return s.startPeriod(now, s.decide(now, outerSeen))
 		}
-		s.fraction = s.decide(outerSeen)
-		s.periodEnd = now.Add(s.cfg.Period)
-		if s.fraction >= 1 {
-			s.openUntil = s.periodEnd
-			s.next = s.periodEnd
-			return s.set(now, bpf.GateOpen)
+		s.next = s.periodEnd
+		if check := now.Add(s.cfg.Period / checksPerPeriod); check.Before(s.next) {
+			s.next = check
 		}
-		s.openUntil = now.Add(time.Duration(s.fraction * float64(s.cfg.Period)))
-		s.next = s.openUntil
-		return s.set(now, bpf.GateOpen)
+		return nil
 	case s.state == bpf.GateOpen:
 		s.next = now.Add(s.cfg.Settle)
 		return s.set(now, bpf.GateInnerOnly)
@@ -171,28 +172,60 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 	}
 }
 
-// decide returns the next period's open fraction: AboveRPS over the rate
-// seen while the gate was open, within [MinFraction, 1], and 1 when the
-// cycle would keep the gate open for most of the period anyway.
-func (s *Sampler) decide(outerSeen uint64) float64 {
-	seen := outerSeen - s.lastSeen
-	open := s.openSince
-	// Exchanges reach the probe up to a scan interval after they end,
-	// so a short open time says little: keep the estimate going until
-	// the gate has been open a tenth of a period.
-	if open < s.cfg.Period/10 {
+// startPeriod opens the gate for the fraction f of a period from now.
+func (s *Sampler) startPeriod(now time.Time, f float64) error {
+	s.fraction = f
+	s.periodEnd = now.Add(s.cfg.Period)
+	if f >= 1 {
+		s.openUntil = s.periodEnd
+		s.next = now.Add(s.cfg.Period / checksPerPeriod)
+	} else {
+		s.openUntil = now.Add(time.Duration(f * float64(s.cfg.Period)))
+		s.next = s.openUntil
+	}
+	return s.set(now, bpf.GateOpen)
+}
+
+// foldOpen adds the open stretch so far to openSince.
+func (s *Sampler) foldOpen(now time.Time) {
+	if !s.openFrom.IsZero() {
+		s.openSince += now.Sub(s.openFrom)
+		s.openFrom = now
+	}
+}
+
+// decide returns the next period's open fraction from the rate seen while
+// the gate was open since the previous decision, and starts the next
+// estimate; with too little open time to tell, the fraction stays.
+func (s *Sampler) decide(now time.Time, outerSeen uint64) float64 {
+	s.foldOpen(now)
+	f, ok := s.fractionFor(outerSeen)
+	if !ok {
 		return s.fraction
 	}
 	s.lastSeen, s.openSince = outerSeen, 0
-	rate := float64(seen) / open.Seconds()
-	if rate <= s.cfg.AboveRPS {
-		return 1
-	}
-	f := max(s.cfg.AboveRPS/rate, s.cfg.MinFraction)
-	if f > maxCycledFraction {
-		return 1
-	}
 	return f
+}
+
+// fractionFor is AboveRPS over the rate seen while open since the previous
+// decision, within [MinFraction, 1], and 1 when the cycle would keep the
+// gate open for most of the period anyway. ok is false while the gate has
+// been open less than a tenth of a period: exchanges reach the probe up to
+// a scan interval after they end, so a short open time says little.
+func (s *Sampler) fractionFor(outerSeen uint64) (f float64, ok bool) {
+	open := s.openSince
+	if open < s.cfg.Period/10 {
+		return 0, false
+	}
+	rate := float64(outerSeen-s.lastSeen) / open.Seconds()
+	if rate <= s.cfg.AboveRPS {
+		return 1, true
+	}
+	f = max(s.cfg.AboveRPS/rate, s.cfg.MinFraction)
+	if f > maxCycledFraction {
+		return 1, true
+	}
+	return f, true
 }
 
 // set moves the gate and keeps the open and not-open time.

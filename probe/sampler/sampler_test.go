@@ -66,8 +66,9 @@ func TestBelowThresholdStaysOpen(t *testing.T) {
 }
 
 // At four times the threshold the gate is open a quarter of each period,
-// passing through inner-only on both sides of the closed part; when the
-// rate falls it stays open again.
+// passing through inner-only on both sides of the closed part; the cycle
+// starts at the first check of the rate, an eighth of a period in; when the
+// rate falls the gate stays open again.
 func TestCyclesAboveThreshold(t *testing.T) {
 	now := time.Unix(0, 0)
 	g := &gateLog{now: &now, t0: now}
@@ -76,15 +77,10 @@ func TestCyclesAboveThreshold(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen uint64
-	run(t, s, &now, &seen, 1*time.Second, 20000) // first period: open, measuring
-	if len(g.moves) != 0 || s.Fraction() != 0.25 {
-		t.Fatalf("after the first period: moves %v fraction %v, want none and 0.25", g.moves, s.Fraction())
-	}
-	notOpen := s.NotOpen(now)
-	run(t, s, &now, &seen, 2*time.Second, 20000)
+	run(t, s, &now, &seen, 2130*time.Millisecond, 20000)
 	want := []string{
-		"inner-only@1.25s", "closed@1.35s", "inner-only@1.9s", "open@2s",
-		"inner-only@2.25s", "closed@2.35s", "inner-only@2.9s", "open@3s",
+		"inner-only@380ms", "closed@480ms", "inner-only@1.03s", "open@1.13s",
+		"inner-only@1.38s", "closed@1.48s", "inner-only@2.03s", "open@2.13s",
 	}
 	if len(g.moves) != len(want) {
 		t.Fatalf("moves %v, want %v", g.moves, want)
@@ -94,7 +90,7 @@ func TestCyclesAboveThreshold(t *testing.T) {
 			t.Errorf("move %d: %s, want %s", i, g.moves[i], want[i])
 		}
 	}
-	if d := s.NotOpen(now) - notOpen; d != 1500*time.Millisecond {
+	if d := s.NotOpen(now); d != 1500*time.Millisecond {
 		t.Errorf("not open %v over two periods, want 1.5s", d)
 	}
 	// The rate seen while open stays 20000/s: still a quarter.
@@ -103,8 +99,8 @@ func TestCyclesAboveThreshold(t *testing.T) {
 	}
 	g.moves = nil
 	run(t, s, &now, &seen, 3*time.Second, 2000)
-	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@4s" {
-		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 4s on", s.Fraction(), g.moves)
+	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@3.13s" {
+		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 3.13s on (the period from 2.13s was decided before the fall)", s.Fraction(), g.moves)
 	}
 }
 
