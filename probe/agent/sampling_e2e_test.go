@@ -11,13 +11,12 @@ import (
 )
 
 // Above its threshold the probe follows requests during part of each
-// second (probe/sampler). Sampled like that, at 500 rps with a threshold of
-// 100 (a fifth of each 2s period open, from the first check of the rate a
-// quarter second in), it still measures
-// what the proxy fixture says it added, within the 50 us of the unsampled
-// tests; it follows only part of the requests and says so; and the gate
-// leaves nothing unmatched or cut, since every request is far shorter
-// than the gate's settle time.
+// period (probe/sampler). Sampled like that, at 500 rps with a threshold
+// of 100 (a fifth of each 2s period open, from the first check of the rate
+// a quarter second in), it still measures what the proxy fixture says it
+// added, within the 50 us of the unsampled tests; it follows only part of
+// the requests and says so; and the gate leaves nothing unmatched or cut,
+// since every request is far shorter than the gate's settle time.
 func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	requireRoot(t)
 	p := newPodUnderTest(t, true)
