@@ -96,6 +96,10 @@ type Sampler struct {
 	lastSeen  uint64
 	openSince time.Duration // open time since lastSeen
 	fraction  float64
+	// While the gate stays open all period, the rate is also checked
+	// over each eighth of it: the count and time of the last check.
+	checkSeen uint64
+	checkAt   time.Time
 
 	closed     time.Duration // total time not open, up to closedAt
 	closedFrom time.Time     // start of the current not-open stretch; zero while open
@@ -108,7 +112,7 @@ func New(cfg Config, g Gate, now time.Time) (*Sampler, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, openFrom: now}
+	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, openFrom: now, checkAt: now}
 	if cfg.AboveRPS > 0 {
 		s.periodEnd = now.Add(cfg.Period)
 		s.openUntil = s.periodEnd
@@ -146,12 +150,16 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 	}
 	switch {
 	case !now.Before(s.periodEnd):
-		return s.startPeriod(now, s.decide(now, outerSeen))
+		return s.startPeriod(now, outerSeen, s.decide(now, outerSeen))
 	case s.fraction >= 1:
-		s.foldOpen(now)
-		if f, ok := s.fractionFor(outerSeen); ok && f < 1 {
-			return s.startPeriod(now, s.decide(now, outerSeen))
+		// Open all period: the rate since the previous check alone,
+		// not diluted by a quieter start of the period.
+		if f, ok := s.fractionFor(outerSeen-s.checkSeen, now.Sub(s.checkAt)); ok && f < 1 {
+			s.foldOpen(now)
+			s.lastSeen, s.openSince = outerSeen, 0
+			return s.startPeriod(now, outerSeen, f)
 		}
+		s.checkSeen, s.checkAt = outerSeen, now
 		s.next = s.periodEnd
 		if check := now.Add(s.cfg.Period / checksPerPeriod); check.Before(s.next) {
 			s.next = check
@@ -173,9 +181,10 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 }
 
 // startPeriod opens the gate for the fraction f of a period from now.
-func (s *Sampler) startPeriod(now time.Time, f float64) error {
+func (s *Sampler) startPeriod(now time.Time, outerSeen uint64, f float64) error {
 	s.fraction = f
 	s.periodEnd = now.Add(s.cfg.Period)
+	s.checkSeen, s.checkAt = outerSeen, now
 	if f >= 1 {
 		s.openUntil = s.periodEnd
 		s.next = now.Add(s.cfg.Period / checksPerPeriod)
@@ -199,7 +208,7 @@ func (s *Sampler) foldOpen(now time.Time) {
 // estimate; with too little open time to tell, the fraction stays.
 func (s *Sampler) decide(now time.Time, outerSeen uint64) float64 {
 	s.foldOpen(now)
-	f, ok := s.fractionFor(outerSeen)
+	f, ok := s.fractionFor(outerSeen-s.lastSeen, s.openSince)
 	if !ok {
 		return s.fraction
 	}
@@ -207,17 +216,16 @@ func (s *Sampler) decide(now time.Time, outerSeen uint64) float64 {
 	return f
 }
 
-// fractionFor is AboveRPS over the rate seen while open since the previous
-// decision, within [MinFraction, 1], and 1 when the cycle would keep the
-// gate open for most of the period anyway. ok is false while the gate has
-// been open less than a tenth of a period: exchanges reach the probe up to
-// a scan interval after they end, so a short open time says little.
-func (s *Sampler) fractionFor(outerSeen uint64) (f float64, ok bool) {
-	open := s.openSince
+// fractionFor is AboveRPS over the rate of seen exchanges in open time,
+// within [MinFraction, 1], and 1 when the cycle would keep the gate open
+// for most of the period anyway. ok is false for less than a tenth of a
+// period: exchanges reach the probe up to a scan interval after they end,
+// so a shorter time says little.
+func (s *Sampler) fractionFor(seen uint64, open time.Duration) (f float64, ok bool) {
 	if open < s.cfg.Period/10 {
 		return 0, false
 	}
-	rate := float64(outerSeen-s.lastSeen) / open.Seconds()
+	rate := float64(seen) / open.Seconds()
 	if rate <= s.cfg.AboveRPS {
 		return 1, true
 	}

@@ -132,3 +132,27 @@ func TestValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A step from below the threshold to four times it, in the middle of a
+// period the gate spends open, starts the cycle at the next check of the
+// rate (an eighth of a period later), not at the period's end; the period
+// after is open a quarter, the new rate's fraction.
+func TestStepUpSampledAtNextCheck(t *testing.T) {
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen uint64
+	run(t, s, &now, &seen, 1600*time.Millisecond, 2000)
+	if len(g.moves) != 0 {
+		t.Fatalf("moves %v below the threshold", g.moves)
+	}
+	run(t, s, &now, &seen, 1400*time.Millisecond, 20000)
+	// The check at 1.65 s sees 2000 rps then 20000 since the one at
+	// 1.52 s: a period starts there, open 0.56 of it, to 2.21 s.
+	if len(g.moves) < 4 || g.moves[0] != "inner-only@2.22s" || g.moves[3] != "open@2.65s" || s.Fraction() != 0.25 {
+		t.Errorf("moves %v fraction %v, want inner-only from 2.22s, a new period at 2.65s open a quarter", g.moves, s.Fraction())
+	}
+}
