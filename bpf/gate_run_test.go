@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
@@ -178,5 +179,27 @@ func TestRunGateClosedForgetsEndedConnections(t *testing.T) {
 	}
 	if s := h.stats(); s.GateCut != 1 || s.GateClosed != 2 {
 		t.Errorf("stats %+v, want exchange 1 cut and two segments closed out", s)
+	}
+}
+
+// With the gate closed IPv4, IPv6 and VLAN-tagged segments are turned
+// away after parsing, before any lookup; a SYN in any of them goes on.
+func TestRunGateClosedFrames(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
+	if err := h.p.SetGate(GateClosed); err != nil {
+		t.Fatal(err)
+	}
+	v4c, v4s := netip.MustParseAddrPort("192.0.2.10:40104"), netip.MustParseAddrPort("192.0.2.20:8080")
+	v6c, v6s := netip.MustParseAddrPort("[2001:db8::10]:40105"), netip.MustParseAddrPort("[2001:db8::20]:8080")
+	h.edgeIn(frameSpec{src: v4c, dst: v4s, seq: 2, flags: tcpACK | tcpPSH, payload: []byte("GET / HTTP/1.1\r\n\r\n")}.bytes())
+	h.edgeIn(frameSpec{src: v6c, dst: v6s, seq: 2, flags: tcpACK | tcpPSH, payload: []byte("GET / HTTP/1.1\r\n\r\n")}.bytes())
+	h.edgeIn(frameSpec{src: v4c, dst: v4s, seq: 2, flags: tcpACK | tcpPSH, payload: []byte("GET / HTTP/1.1\r\n\r\n"), vlan: 7}.bytes())
+	if s := h.stats(); s.GateClosed != 3 || s.Packets != 3 || s.FlowsCreated != 0 {
+		t.Errorf("stats %+v, want three turned away", s)
+	}
+	h.edgeIn(frameSpec{src: v6c, dst: v6s, seq: 1, flags: tcpSYN}.bytes())
+	h.edgeIn(frameSpec{src: netip.MustParseAddrPort("192.0.2.11:40106"), dst: v4s, seq: 1, flags: tcpSYN, vlan: 7}.bytes())
+	if s := h.stats(); s.FlowsCreated != 2 || s.GateClosed != 3 {
+		t.Errorf("stats %+v, want both SYNs to create their flows", s)
 	}
 }
