@@ -77,10 +77,11 @@ func TestRunGateCycle(t *testing.T) {
 	}
 }
 
-// An outer exchange still in progress when the gate closes is cut when its
-// connection is next seen: counted, never emitted with the end it had when
-// the gate closed. The connection is followed again from a request after
-// response bytes, or from a request line.
+// An outer exchange still in progress when the gate closes is cut, by the
+// idle scan or when its connection is next seen: counted once, never
+// emitted with the end it had when the gate closed. The connection is
+// followed again from a request after response bytes, or from a request
+// line.
 func TestRunGateCutsExchangeInProgress(t *testing.T) {
 	h := newRunHarness(t, map[uint16]PortRole{8080: PortEdge})
 	c := newConn("192.0.2.10:40101", "192.0.2.20:8080")
@@ -97,9 +98,14 @@ func TestRunGateCutsExchangeInProgress(t *testing.T) {
 	if err := h.p.SetGate(GateOpen); err != nil {
 		t.Fatal(err)
 	}
-	// The idle scan leaves a flow of an older epoch alone.
+	// The idle scan does not emit an exchange of a flow the gate closed
+	// on: once quiet, it cuts it (a connection that stays silent would
+	// hide it), counted once.
 	if r, err := h.p.FlushIdle(0); err != nil || r.Flushed != 0 {
 		t.Errorf("idle scan flushed %d (%v) from a flow the gate closed on, want 0", r.Flushed, err)
+	}
+	if s := h.stats(); s.GateCut != 1 {
+		t.Errorf("after the idle scan: %d cut, want 1", s.GateCut)
 	}
 	// A segment that could be the middle of a request (no request line,
 	// no response since the resync) starts nothing.

@@ -70,8 +70,8 @@ enum exchange_flag {
 };
 
 /* The sampling gate (exchange.bpf.c's sampling_gate), set by userspace. Above
- * a request rate the probe follows exchanges during part of each second
- * only, so that its cost stops growing with the rate (probe/sampler). The
+ * a request rate the probe follows exchanges during part of each period
+ * only, so that its cost nearly stops growing with the rate (probe/sampler). The
  * gate moves OPEN -> INNER_ONLY -> CLOSED -> INNER_ONLY -> OPEN: no outer
  * exchange starts unless the inner exchanges inside it will be followed
  * too, and every outer exchange started while open can end before the gate
@@ -79,7 +79,7 @@ enum exchange_flag {
 enum sample_gate {
 	GATE_OPEN = 0,       /* every exchange is followed */
 	GATE_INNER_ONLY = 1, /* outer exchanges do not start; inner ones do (EXCHANGE_F_GATE_INNER) */
-	GATE_CLOSED = 2,     /* packets leave after parsing; only a client's SYN is noted */
+	GATE_CLOSED = 2,     /* packets leave after parsing, but a client's SYN, a FIN or a RST */
 };
 
 /*
@@ -155,7 +155,7 @@ enum exchange_stat {
 	STAT_OUTBOUND_UNKNOWN,   /* segments of outbound-looking connections not seen from their start */
 	STAT_GATE_CLOSED,        /* segments that met the sampling gate closed */
 	STAT_GATE_SKIPPED,       /* outer exchanges not followed: the gate admitted inner ones only */
-	STAT_GATE_CUT,           /* exchanges in progress (not GATE_INNER) dropped: the gate closed on them */
+	STAT_GATE_CUT,           /* exchanges (not GATE_INNER) dropped, their end unsure: the gate closed on them */
 	STAT_MAX,
 };
 

@@ -829,20 +829,16 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 	 * outbound the reverse. */
 	int outer = (leg == LEG_EDGE) == (dir == DIRECTION_INBOUND);
 
-	if (f && f->epoch != epoch)
+	/* With the gate closed only a client's SYN, or a FIN or RST, gets
+	 * here (gate_stops): the connection may have moved on unseen, so what
+	 * it had is cut, never emitted. A connection that ends is forgotten;
+	 * one that starts is noted below. */
+	if (f && (f->epoch != epoch || gate == GATE_CLOSED))
 		resync(f, epoch);
-	if (gate == GATE_CLOSED) {
-		/* Only a client's SYN, or a FIN or RST, gets here (gate_stops):
-		 * the connection may have moved on unseen, so what it had is
-		 * cut, never emitted. A connection that ends is forgotten; one
-		 * that starts is noted below. */
+	if (gate == GATE_CLOSED && !(tcp_flags & TCP_SYN)) {
 		if (f)
-			resync(f, epoch);
-		if (!(tcp_flags & TCP_SYN)) {
-			if (f)
-				bpf_map_delete_elem(&flows, key);
-			return;
-		}
+			bpf_map_delete_elem(&flows, key);
+		return;
 	}
 	if (tcp_flags & TCP_SYN && !(tcp_flags & TCP_ACK) && f) {
 		/* A new connection reusing the 5-tuple of one whose end was
@@ -1191,10 +1187,19 @@ static long flush_one(struct bpf_map *map, struct flow_key *key, struct flow *f,
 	__u32 xid = f->xid;
 
 	c->scanned += 1;
-	/* A flow the gate closed on: its response may have gone on unseen;
-	 * its next segment cuts the exchange (resync). */
-	if (f->state != FLOW_RESPONSE || f->epoch != sampling_epoch)
+	if (f->state != FLOW_RESPONSE)
 		return 0;
+	if (f->epoch != sampling_epoch) {
+		/* The gate closed on this flow since its last segment: its
+		 * response may have gone on unseen. Its next segment would
+		 * cut the exchange (resync); a connection that stays quiet
+		 * would hide it, so once quiet for the idle time it is cut
+		 * here, claimed so that it is counted once. */
+		if (!(f->flags & EXCHANGE_F_GATE_INNER) && f->resp_end_ns + c->idle_ns <= c->now &&
+		    claim_exchange(f, xid))
+			count(STAT_GATE_CUT);
+		return 0;
+	}
 	/* resp_end_ns may be later than now (a packet on another CPU since
 	 * the scan started): compare without unsigned wrap-around. */
 	if (f->resp_end_ns + c->idle_ns > c->now) {
