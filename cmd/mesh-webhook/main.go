@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address")
 	flag.StringVar(&o.Inject.Image, "probe-image", "", "probe image to inject")
 	flag.StringVar(&o.Inject.LogLevel, "probe-log-level", "", "probe log level: debug, info, warn, error")
+	flag.StringVar(&o.Inject.SampleAboveRPS, "probe-sample-above-rps", "", "request rate above which the injected probe samples (default the probe's, 5000; 0: every request at any rate)")
 	// The probe's CPU request is also its share of a busy node: at the default 10m it falls behind
 	// (and counts lost exchanges) when the node's CPU is saturated; see docs/probe.md.
 	var res inject.ResourceFlags

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/apply"
 	"github.com/kubectl-mesh/kubectl-mesh/manifests"
+	probeconfig "github.com/kubectl-mesh/kubectl-mesh/probe/config"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/check"
 	"github.com/kubectl-mesh/kubectl-mesh/webhook/inject"
 )
@@ -42,10 +43,13 @@ type ProbeInstallOptions struct {
 	ProbeImage   string
 	// ProbeResources are the injected probe's requests and limits, passed to the webhook.
 	ProbeResources inject.ResourceFlags
-	CertManager    bool
-	Wait           bool
-	Timeout        time.Duration
-	DryRun         bool
+	// ProbeSampleAboveRPS is the injected probes' sampling threshold, passed to the webhook;
+	// empty: the probe's default.
+	ProbeSampleAboveRPS string
+	CertManager         bool
+	Wait                bool
+	Timeout             time.Duration
+	DryRun              bool
 	genericiooptions.IOStreams
 
 	objs    []*unstructured.Unstructured
@@ -57,7 +61,7 @@ type ProbeInstallOptions struct {
 func newCmdProbeInstall(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &ProbeInstallOptions{flags: flags, IOStreams: streams}
 	cmd := &cobra.Command{
-		Use:   "install [--webhook-image IMG] [--probe-image IMG] [--probe-cpu-request Q ...] [--cert-manager] [--wait] [--timeout 2m] [--dry-run]",
+		Use:   "install [--webhook-image IMG] [--probe-image IMG] [--probe-cpu-request Q ...] [--probe-sample-above-rps N] [--cert-manager] [--wait] [--timeout 2m] [--dry-run]",
 		Short: "Install the webhook that injects the probe (server-side apply of the embedded manifests)",
 		Example: "  kubectl mesh probe install\n" +
 			"  kubectl mesh probe install --probe-image registry.example.com/mesh-probe:v0.1.0 --webhook-image registry.example.com/mesh-webhook:v0.1.0\n" +
@@ -73,6 +77,7 @@ func newCmdProbeInstall(flags *genericclioptions.ConfigFlags, streams genericioo
 	cmd.Flags().StringVar(&o.ProbeResources.CPULimit, "probe-cpu-limit", "", "CPU limit of each injected probe (default "+inject.DefaultCPULimit.String()+")")
 	cmd.Flags().StringVar(&o.ProbeResources.MemoryRequest, "probe-memory-request", "", "memory request of each injected probe (default "+inject.DefaultMemoryRequest.String()+")")
 	cmd.Flags().StringVar(&o.ProbeResources.MemoryLimit, "probe-memory-limit", "", "memory limit of each injected probe (default "+inject.DefaultMemoryLimit.String()+")")
+	cmd.Flags().StringVar(&o.ProbeSampleAboveRPS, "probe-sample-above-rps", "", "requests per second above which each injected probe follows requests part of each period only (default 5000; 0: every request at any rate)")
 	cmd.Flags().BoolVar(&o.CertManager, "cert-manager", false, "let cert-manager issue the webhook's certificate (it must be installed)")
 	cmd.Flags().BoolVar(&o.Wait, "wait", true, "wait until the webhook is ready")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait")
@@ -101,7 +106,7 @@ func runOptions(ctx context.Context, o options) error {
 func (o *ProbeInstallOptions) Complete() error {
 	var err error
 	o.objs, err = manifests.Render(manifests.Options{WebhookImage: o.WebhookImage, ProbeImage: o.ProbeImage, CertManager: o.CertManager,
-		ExtraWebhookArgs: o.ProbeResources.Args()})
+		ExtraWebhookArgs: o.webhookArgs()})
 	if err != nil {
 		return err
 	}
@@ -116,6 +121,15 @@ func (o *ProbeInstallOptions) Complete() error {
 	return err
 }
 
+// webhookArgs are the mesh-webhook flags that carry the probe's settings.
+func (o *ProbeInstallOptions) webhookArgs() []string {
+	args := o.ProbeResources.Args()
+	if o.ProbeSampleAboveRPS != "" {
+		args = append(args, "--probe-sample-above-rps="+o.ProbeSampleAboveRPS)
+	}
+	return args
+}
+
 // Validate checks the flags.
 func (o *ProbeInstallOptions) Validate() error {
 	if o.Timeout <= 0 {
@@ -128,6 +142,11 @@ func (o *ProbeInstallOptions) Validate() error {
 	res, err := o.ProbeResources.Resources()
 	if err != nil {
 		return err
+	}
+	if o.ProbeSampleAboveRPS != "" {
+		if _, err := probeconfig.ParseSampleAboveRPS(o.ProbeSampleAboveRPS); err != nil {
+			return fmt.Errorf("--probe-sample-above-rps %q: %v", o.ProbeSampleAboveRPS, err)
+		}
 	}
 	return inject.Config{Resources: res}.Validate()
 }

@@ -153,6 +153,16 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, 
 	return parse(get)
 }
 
+// ParseSampleAboveRPS reads a sampling threshold (MESH_PROBE_SAMPLE_ABOVE_RPS,
+// and the webhook's flag that sets it).
+func ParseSampleAboveRPS(s string) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, errors.New("want a number of requests per second, 0 or more (0: never sample)")
+	}
+	return f, nil
+}
+
 var containerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 func parse(get func(string) string) (Config, error) {
@@ -233,9 +243,8 @@ func parse(get func(string) string) (Config, error) {
 
 	c.SampleAboveRPS = DefaultSampleAboveRPS
 	if v := get("MESH_PROBE_SAMPLE_ABOVE_RPS"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-			fail("MESH_PROBE_SAMPLE_ABOVE_RPS=%q: want a number of requests per second, 0 or more (0: never sample)", clip(v))
+		if f, err := ParseSampleAboveRPS(v); err != nil {
+			fail("MESH_PROBE_SAMPLE_ABOVE_RPS=%q: %v", clip(v), err)
 		} else {
 			c.SampleAboveRPS = f
 		}

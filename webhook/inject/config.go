@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	probeconfig "github.com/kubectl-mesh/kubectl-mesh/probe/config"
 )
 
 // Labels and annotations this package reads or writes.
@@ -69,6 +71,10 @@ type Config struct {
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// LogLevel of the probe: debug, info, warn or error. Default info.
 	LogLevel string `json:"logLevel,omitempty"`
+	// SampleAboveRPS is the probe's MESH_PROBE_SAMPLE_ABOVE_RPS: the request rate above which
+	// it follows requests during part of each period only ("0": every request at any rate).
+	// Empty: not set, the probe's default (docs/probe.md, "Sampling above a rate").
+	SampleAboveRPS string `json:"sampleAboveRps,omitempty"`
 	// OwnNamespace is where kubectl-mesh runs; it is never injected. Default
 	// DefaultOwnNamespace.
 	OwnNamespace string `json:"ownNamespace,omitempty"`
@@ -198,6 +204,11 @@ func (c Config) validate() error {
 	}
 	if !logLevels[c.LogLevel] {
 		return fmt.Errorf("logLevel %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.SampleAboveRPS != "" {
+		if _, err := probeconfig.ParseSampleAboveRPS(c.SampleAboveRPS); err != nil {
+			return fmt.Errorf("sampleAboveRps %q: %v", c.SampleAboveRPS, err)
+		}
 	}
 	if errs := validation.IsDNS1123Label(c.OwnNamespace); len(errs) > 0 {
 		return fmt.Errorf("ownNamespace %q: %s", c.OwnNamespace, strings.Join(errs, "; "))

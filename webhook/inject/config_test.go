@@ -39,3 +39,28 @@ func TestResourceFlags(t *testing.T) {
 		t.Errorf("request above the default limit: %v", err)
 	}
 }
+
+// A sampling threshold is validated like the probe reads it, and reaches the probe's environment
+// only when set, last, so that pods injected with the default keep their configuration hash.
+func TestSampleAboveRPS(t *testing.T) {
+	if err := (Config{SampleAboveRPS: "-1"}).Validate(); err == nil || !strings.Contains(err.Error(), "sampleAboveRps") {
+		t.Errorf("negative threshold: %v", err)
+	}
+	if err := (Config{SampleAboveRPS: "2500"}).Validate(); err != nil {
+		t.Error(err)
+	}
+	mesh := MeshInfo{Name: MeshNone}
+	env := probeEnv(Config{}.WithDefaults(), mesh, []int32{8080})
+	for _, e := range env {
+		if e.Name == EnvSampleAboveRPS {
+			t.Errorf("default configuration sets %s", e.Name)
+		}
+	}
+	env = probeEnv(Config{SampleAboveRPS: "0"}.WithDefaults(), mesh, []int32{8080})
+	if last := env[len(env)-1]; last.Name != EnvSampleAboveRPS || last.Value != "0" {
+		t.Errorf("last variable %+v, want %s=0", last, EnvSampleAboveRPS)
+	}
+	if err := validateProbeEnv(env); err != nil {
+		t.Errorf("the probe refuses its environment: %v", err)
+	}
+}

@@ -25,6 +25,7 @@ const (
 	EnvExcludedInboundPorts = "MESH_PROBE_EXCLUDED_INBOUND_PORTS" // declared ports the proxy does not intercept
 	EnvLogLevel             = "MESH_PROBE_LOG_LEVEL"              // debug | info | warn | error
 	EnvListen               = "MESH_PROBE_LISTEN"                 // must match the declared port below
+	EnvSampleAboveRPS       = "MESH_PROBE_SAMPLE_ABOVE_RPS"       // only when configured: the probe's default otherwise
 )
 
 // probeEnv is the probe's whole configuration. Its order is fixed so the configuration hash and
@@ -43,7 +44,7 @@ func probeEnv(cfg Config, mesh MeshInfo, appPorts []int32) []corev1.EnvVar {
 			excluded = append(excluded, p)
 		}
 	}
-	return []corev1.EnvVar{
+	env := []corev1.EnvVar{
 		{Name: EnvMesh, Value: string(mesh.Name)},
 		{Name: EnvProxyContainer, Value: mesh.ProxyContainer},
 		{Name: EnvProxyInboundPort, Value: port(mesh.InboundPort)},
@@ -56,6 +57,11 @@ func probeEnv(cfg Config, mesh MeshInfo, appPorts []int32) []corev1.EnvVar {
 		{Name: EnvLogLevel, Value: cfg.LogLevel},
 		{Name: EnvListen, Value: ":" + strconv.Itoa(ProbePort)},
 	}
+	// Last, and only when set, so that pods injected with the default keep their hash.
+	if cfg.SampleAboveRPS != "" {
+		env = append(env, corev1.EnvVar{Name: EnvSampleAboveRPS, Value: cfg.SampleAboveRPS})
+	}
+	return env
 }
 
 func joinPorts(ports []int32) string {
