@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kubectl-mesh/kubectl-mesh/internal/fixture"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/sampler"
 )
 
@@ -40,17 +41,7 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	if load.Errors != 0 || len(truth) < int(load.Requests) {
 		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
 	}
-	// Wait until every exchange that ended by the load's end has been
-	// decided and its slot closed (a bound on a failure, not a threshold).
-	s := r.snapshot(t, "10s")
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if s = r.snapshot(t, "10s"); s.DecidedThrough != nil && s.DecidedThrough.After(end) {
-			break
-		}
-	}
-	if s.DecidedThrough == nil || !s.DecidedThrough.After(end) {
-		t.Fatalf("the window never covered the load's end: %+v", s)
-	}
+	s := r.decidedAfter(t, end)
 	total, _, _ := residenceTotals(truth)
 	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f; pairing %+v; losses %+v",
 		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.Pairing, s.Losses)
@@ -101,15 +92,10 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 	if load.Errors != 0 || len(truth) < int(load.Requests) {
 		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
 	}
-	s := r.snapshot(t, "10s")
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if s = r.snapshot(t, "10s"); s.DecidedThrough != nil && s.DecidedThrough.After(end) {
-			break
-		}
-	}
+	s := r.decidedAfter(t, end)
 	out := s.Outbound
-	if out == nil || s.DecidedThrough == nil || !s.DecidedThrough.After(end) {
-		t.Fatalf("the window never covered the load's end: %+v", s)
+	if out == nil {
+		t.Fatalf("no outbound calls in the snapshot: %+v", s)
 	}
 	total, _, _ := residenceTotals(truth)
 	t.Logf("%d calls (%.0f rps); probe followed %d, measured %d, sampling %+v; pairing %+v; losses %+v",
@@ -131,4 +117,20 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 		t.Errorf("sampled outbound proxy added p50 %.3fms, fixture %.3fms over every call: more than 50us apart",
 			out.ProxyAdded.P50, ms(fixture.Median(total)))
 	}
+}
+
+// decidedAfter waits until the 10s window has decided every exchange that
+// ended by end (its decidedThrough passed it) and returns that snapshot.
+// Sampled, the requests followed are not known in advance, so settled's
+// count cannot say when. The deadline only bounds a failure.
+func (r *running) decidedAfter(t *testing.T, end time.Time) api.Snapshot {
+	t.Helper()
+	s := r.snapshot(t, "10s")
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if s = r.snapshot(t, "10s"); s.DecidedThrough != nil && s.DecidedThrough.After(end) {
+			return s
+		}
+	}
+	t.Fatalf("the window never covered %v: %+v", end, s)
+	return s
 }

@@ -20,6 +20,18 @@ func (g *gateLog) SetGate(s bpf.Gate) error {
 	return nil
 }
 
+// newTestSampler starts a sampler at time 0 with a gate that logs its moves.
+func newTestSampler(t *testing.T, cfg Config) (*Sampler, *gateLog, *time.Time) {
+	t.Helper()
+	now := time.Unix(0, 0)
+	g := &gateLog{now: &now, t0: now}
+	s, err := New(cfg, g, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, g, &now
+}
+
 // run ticks every 10ms for d, with outer exchanges arriving at rate per
 // second while the gate is open.
 func run(t *testing.T, s *Sampler, now *time.Time, seen *uint64, d time.Duration, rate float64) {
@@ -37,29 +49,19 @@ func run(t *testing.T, s *Sampler, now *time.Time, seen *uint64, d time.Duration
 }
 
 func TestOffNeverMoves(t *testing.T) {
-	now := time.Unix(0, 0)
-	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{}, g, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, g, now := newTestSampler(t, Config{})
 	var seen uint64
-	run(t, s, &now, &seen, 5*time.Second, 1e6)
-	if !s.Next().IsZero() || len(g.moves) != 0 || s.NotOpen(now) != 0 || s.Fraction() != 1 {
-		t.Errorf("sampling off moved the gate: %v, not open %v", g.moves, s.NotOpen(now))
+	run(t, s, now, &seen, 5*time.Second, 1e6)
+	if !s.Next().IsZero() || len(g.moves) != 0 || s.NotOpen(*now) != 0 || s.Fraction() != 1 {
+		t.Errorf("sampling off moved the gate: %v, not open %v", g.moves, s.NotOpen(*now))
 	}
 }
 
 func TestBelowThresholdStaysOpen(t *testing.T) {
-	now := time.Unix(0, 0)
-	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
 	var seen uint64
 	// 6000 rps would sample at 0.83: above maxCycledFraction, so open.
-	run(t, s, &now, &seen, 5*time.Second, 6000)
+	run(t, s, now, &seen, 5*time.Second, 6000)
 	if len(g.moves) != 0 || s.Fraction() != 1 {
 		t.Errorf("moves %v fraction %v, want none and 1", g.moves, s.Fraction())
 	}
@@ -70,14 +72,9 @@ func TestBelowThresholdStaysOpen(t *testing.T) {
 // starts at the first check of the rate, an eighth of a period in; when the
 // rate falls the gate stays open again.
 func TestCyclesAboveThreshold(t *testing.T) {
-	now := time.Unix(0, 0)
-	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
 	var seen uint64
-	run(t, s, &now, &seen, 2130*time.Millisecond, 20000)
+	run(t, s, now, &seen, 2130*time.Millisecond, 20000)
 	want := []string{
 		"inner-only@380ms", "closed@480ms", "inner-only@1.03s", "open@1.13s",
 		"inner-only@1.38s", "closed@1.48s", "inner-only@2.03s", "open@2.13s",
@@ -90,7 +87,7 @@ func TestCyclesAboveThreshold(t *testing.T) {
 			t.Errorf("move %d: %s, want %s", i, g.moves[i], want[i])
 		}
 	}
-	if d := s.NotOpen(now); d != 1500*time.Millisecond {
+	if d := s.NotOpen(*now); d != 1500*time.Millisecond {
 		t.Errorf("not open %v over two periods, want 1.5s", d)
 	}
 	// The rate seen while open stays 20000/s: still a quarter.
@@ -98,21 +95,16 @@ func TestCyclesAboveThreshold(t *testing.T) {
 		t.Errorf("fraction %v, want 0.25", s.Fraction())
 	}
 	g.moves = nil
-	run(t, s, &now, &seen, 3*time.Second, 2000)
+	run(t, s, now, &seen, 3*time.Second, 2000)
 	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@3.13s" {
 		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 3.13s on (the period from 2.13s was decided before the fall)", s.Fraction(), g.moves)
 	}
 }
 
 func TestMinFraction(t *testing.T) {
-	now := time.Unix(0, 0)
-	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 100, Period: time.Second}, g, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, now := newTestSampler(t, Config{AboveRPS: 100, Period: time.Second})
 	var seen uint64
-	run(t, s, &now, &seen, 1*time.Second, 1e6)
+	run(t, s, now, &seen, 1*time.Second, 1e6)
 	if s.Fraction() != 1.0/16 {
 		t.Errorf("fraction %v at 10000x the threshold, want the minimum 1/16", s.Fraction())
 	}
@@ -138,18 +130,13 @@ func TestValidate(t *testing.T) {
 // rate (an eighth of a period later), not at the period's end; the period
 // after is open a quarter, the new rate's fraction.
 func TestStepUpSampledAtNextCheck(t *testing.T) {
-	now := time.Unix(0, 0)
-	g := &gateLog{now: &now, t0: now}
-	s, err := New(Config{AboveRPS: 5000, Period: time.Second}, g, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
 	var seen uint64
-	run(t, s, &now, &seen, 1600*time.Millisecond, 2000)
+	run(t, s, now, &seen, 1600*time.Millisecond, 2000)
 	if len(g.moves) != 0 {
 		t.Fatalf("moves %v below the threshold", g.moves)
 	}
-	run(t, s, &now, &seen, 1400*time.Millisecond, 20000)
+	run(t, s, now, &seen, 1400*time.Millisecond, 20000)
 	// The check at 1.65 s sees 2000 rps then 20000 since the one at
 	// 1.52 s: a period starts there, open 0.56 of it, to 2.21 s.
 	if len(g.moves) < 4 || g.moves[0] != "inner-only@2.22s" || g.moves[3] != "open@2.65s" || s.Fraction() != 0.25 {
