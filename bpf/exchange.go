@@ -71,7 +71,7 @@ type ExchangeProbe struct {
 
 // Gate is the state of the programs' sampling gate (enum sample_gate in
 // c/common.h). Above a request rate, probe/sampler cycles it so that
-// exchanges are followed during part of each second only.
+// exchanges are followed during part of each period only.
 type Gate uint32
 
 const (

@@ -226,7 +226,7 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 	followed := snap.DurationSeconds
 	if sm := snap.Sampling; sm != nil && sm.Fraction > 0 && sm.Fraction < 1 {
 		followed *= sm.Fraction
-		notes = append(notes, fmt.Sprintf("sampled: above %g rps the probe follows requests during part of each second, here %.0f%% of the window; requests are those followed, rps and proxy CPU per 1000 requests estimated over that time",
+		notes = append(notes, fmt.Sprintf("sampled: above %g rps the probe follows requests during part of each period, here %.0f%% of the window; requests are those followed, rps and proxy CPU per 1000 requests estimated over that time",
 			sm.AboveRPS, 100*sm.Fraction))
 	}
 	in := snap.Inbound()

@@ -235,7 +235,7 @@ type Losses struct {
 
 // Sampling says that the probe followed exchanges during part of the
 // window only: above AboveRPS requests (and outbound calls) per second it
-// follows them during a part of each second that keeps its cost near what
+// follows them during a part of each period that keeps its cost near what
 // AboveRPS costs (probe/sampler). Requests, Measured and the pairing
 // counts are then the exchanges followed; RPS and CPU per 1000 requests
 // are estimated from them over the time they were followed.

@@ -52,7 +52,7 @@ const (
 const DefaultListen = ":9464"
 
 // DefaultSampleAboveRPS: below this many requests (and outbound calls) per
-// second the probe follows every exchange; above, part of each second
+// second the probe follows every exchange; above, part of each period
 // (probe/sampler), which caps its CPU at about what this rate costs.
 const DefaultSampleAboveRPS = 5000
 
@@ -106,7 +106,7 @@ var vars = []struct{ env, flag, usage string }{
 	{"MESH_PROBE_EXCLUDED_INBOUND_PORTS", "excluded-inbound-ports", "comma-separated ports whose inbound traffic bypasses the proxy"},
 	{"MESH_PROBE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)"},
 	{"MESH_PROBE_LISTEN", "listen", "address of /v1/snapshot, /metrics, /healthz and /readyz (default " + DefaultListen + ")"},
-	{"MESH_PROBE_SAMPLE_ABOVE_RPS", "sample-above-rps", "requests per second above which the probe follows exchanges part of each second only (default " + strconv.Itoa(DefaultSampleAboveRPS) + "; 0: every exchange at any rate)"},
+	{"MESH_PROBE_SAMPLE_ABOVE_RPS", "sample-above-rps", "requests per second above which the probe follows exchanges part of each period only (default " + strconv.Itoa(DefaultSampleAboveRPS) + "; 0: every exchange at any rate)"},
 }
 
 // FlagSet declares the flags on fs, returning the values they set (only

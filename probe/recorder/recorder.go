@@ -240,7 +240,7 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 	}
 	if sampling != nil {
 		s.Notes = append(slices.Clone(s.Notes), fmt.Sprintf(
-			"above %g requests per second the probe follows requests during part of each second: %.0f%% of this window; requests and pairing counts are those followed, rps and CPU per 1000 requests estimates",
+			"above %g requests per second the probe follows requests during part of each period: %.0f%% of this window; requests and pairing counts are those followed, rps and CPU per 1000 requests estimates",
 			ctx.SampleAboveRPS, 100*sampling.Fraction))
 	}
 	if !a.DecidedThrough.IsZero() {
