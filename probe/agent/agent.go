@@ -174,6 +174,7 @@ type Agent struct {
 	proxy    bool
 	outProxy bool
 	cpuTot   map[uint64]time.Duration
+	notOpen  time.Duration               // the sampler's, as of the last record
 	known    map[uint64]api.ContainerCPU // identities of cgroups
 	notes    []string
 }
@@ -639,8 +640,9 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
 		Overload: overload, IdleLate: a.stats.IdleLate, SamplingCut: a.stats.GateCut,
 	}
+	a.notOpen = a.sampler.NotOpen(time.Now())
 	t := recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, DecidedThrough: decided,
-		NotOpen: a.sampler.NotOpen(time.Now())}
+		NotOpen: a.notOpen}
 	a.mu.Unlock()
 	a.met.Observe(results)
 	a.rec.Record(time.Now(), results, t)
@@ -761,7 +763,8 @@ func (a *Agent) Mechanisms() []string { return slices.Clone(a.mechanisms) }
 func (a *Agent) totals() metrics.Totals {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	t := metrics.Totals{Counts: a.counts, Outbound: a.outCount, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy}
+	t := metrics.Totals{Counts: a.counts, Outbound: a.outCount, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy,
+		NotFollowed: a.notOpen}
 	for id, d := range a.cpuTot {
 		c := a.known[id]
 		t.CPU = append(t.CPU, metrics.CPU{CgroupID: id, Name: c.Name, Role: c.Role, Seconds: d.Seconds()})

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -43,6 +44,9 @@ type Totals struct {
 	Exchange      bpf.ExchangeStats
 	CPU           []CPU
 	ProxyDetected bool
+	// NotFollowed: total time the sampling gate kept new requests from
+	// being followed (probe/sampler).
+	NotFollowed time.Duration
 }
 
 // Metrics owns the registry and the latency histograms.
@@ -122,6 +126,8 @@ var (
 		"Exchanges emitted by the idle scan of quiet keep-alive connections.", nil, nil)
 	descPackets = prometheus.NewDesc("mesh_probe_packets_total",
 		"Packets seen by the TC programs.", nil, nil)
+	descNotFollowed = prometheus.NewDesc("mesh_probe_sampling_not_followed_seconds_total",
+		"Seconds during which the probe followed no new request (above its sampling threshold): the request counters' rates cover the rest of the time.", nil, nil)
 	descCPU = prometheus.NewDesc("mesh_probe_cpu_seconds_total",
 		"On-CPU time of the pod's cgroups (containers) since the probe started.", []string{"cgroup_id", "container", "role"}, nil)
 	descProxy = prometheus.NewDesc("mesh_probe_proxy_detected",
@@ -138,7 +144,7 @@ type totalsCollector struct{ totals func() Totals }
 
 func (c *totalsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descExchanges, descMeasured, descUnmatched, descAmbiguous,
-		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descCPU, descProxy,
+		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descNotFollowed, descCPU, descProxy,
 		descOutCalls, descOutMeasured, descOutUnpaired} {
 		ch <- d
 	}
@@ -184,6 +190,7 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLost, t.Losses.SamplingCut, "sampling-cut")
 	counter(descIdleFlushed, t.Exchange.IdleFlushed)
 	counter(descPackets, t.Exchange.Packets)
+	ch <- prometheus.MustNewConstMetric(descNotFollowed, prometheus.CounterValue, t.NotFollowed.Seconds())
 	for _, cpu := range t.CPU {
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu.Seconds,
 			strconv.FormatUint(cpu.CgroupID, 10), cpu.Name, cpu.Role)

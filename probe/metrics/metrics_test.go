@@ -51,6 +51,7 @@ func TestExposition(t *testing.T) {
 			Counts:        pairing.Counts{Edge: 10, App: 9, Paired: 8, PairedByRequestID: 3, UnmatchedEdge: 2},
 			CPU:           []CPU{{CgroupID: 42, Name: "istio-proxy", Role: "proxy", Seconds: 1.5}},
 			ProxyDetected: true,
+			NotFollowed:   2500 * time.Millisecond,
 		}
 	})
 	m.Observe([]pairing.Result{{EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond,
@@ -64,6 +65,7 @@ func TestExposition(t *testing.T) {
 		"mesh_probe_unmatched_exchanges_total{leg=edge}":                              2,
 		"mesh_probe_cpu_seconds_total{cgroup_id=42,container=istio-proxy,role=proxy}": 1.5,
 		"mesh_probe_proxy_detected":                                                   1,
+		"mesh_probe_sampling_not_followed_seconds_total":                              2.5,
 		"mesh_probe_proxy_added_seconds":                                              1,
 		"mesh_probe_proxy_added_seconds_sum":                                          0.001,
 		"mesh_probe_edge_duration_seconds_sum":                                        0.003,
