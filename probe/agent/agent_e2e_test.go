@@ -600,12 +600,18 @@ func cpuStatUsage(dir string) (time.Duration, error) {
 // cpuSeconds scrapes /metrics for one cgroup's CPU counter.
 func (r *running) cpuSeconds(t *testing.T, id uint64) float64 {
 	t.Helper()
+	return r.metric(t, fmt.Sprintf(`mesh_probe_cpu_seconds_total{cgroup_id="%d",`, id))
+}
+
+// metric scrapes /metrics for the value of the first line that starts
+// with prefix; 0 if none does.
+func (r *running) metric(t *testing.T, prefix string) float64 {
+	t.Helper()
 	res, err := http.Get(r.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	prefix := fmt.Sprintf(`mesh_probe_cpu_seconds_total{cgroup_id="%d",`, id)
 	sc := bufio.NewScanner(res.Body)
 	for sc.Scan() {
 		line := sc.Text()

@@ -62,6 +62,9 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	if s.Pairing.OutsideSample == 0 {
 		t.Error("no application exchange counted outside the sample: the gate never admitted inner exchanges alone")
 	}
+	if v := r.metric(t, "mesh_probe_sampling_not_followed_seconds_total "); v <= 0 {
+		t.Errorf("mesh_probe_sampling_not_followed_seconds_total %v, want the time the gate was not open", v)
+	}
 	if !within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
 		t.Errorf("sampled proxy added p50 %.3fms, fixture %.3fms over every request: more than 50us apart",
 			s.ProxyAdded.P50, ms(fixture.Median(total)))
