@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -123,15 +124,15 @@ func TestErrorsNameTheVariable(t *testing.T) {
 // The environment is written by the webhook from pod specs users control:
 // never panic, and whatever is accepted satisfies the invariants.
 func FuzzLoadEnv(f *testing.F) {
-	f.Add("istio", "8080,9090", "", "", "", "info", "")
-	f.Add("linkerd", "80", "4143", "4140", "81", "debug", ":9000")
-	f.Add("none", "", "", "", "", "", "")
-	f.Add("x", "1,2,,3", "0", "99999", "a", "?", "[::1]:1")
-	f.Fuzz(func(t *testing.T, mesh, ports, in, out, excluded, level, listen string) {
+	f.Add("istio", "8080,9090", "", "", "", "info", "", "")
+	f.Add("linkerd", "80", "4143", "4140", "81", "debug", ":9000", "0")
+	f.Add("none", "", "", "", "", "", "", "2500.5")
+	f.Add("x", "1,2,,3", "0", "99999", "a", "?", "[::1]:1", "NaN")
+	f.Fuzz(func(t *testing.T, mesh, ports, in, out, excluded, level, listen, sample string) {
 		c, err := Load(nil, nil, env(map[string]string{
 			"MESH_PROBE_MESH": mesh, "MESH_PROBE_APP_PORTS": ports, "MESH_PROBE_PROXY_INBOUND_PORT": in,
 			"MESH_PROBE_PROXY_OUTBOUND_PORT": out, "MESH_PROBE_EXCLUDED_INBOUND_PORTS": excluded,
-			"MESH_PROBE_LOG_LEVEL": level, "MESH_PROBE_LISTEN": listen,
+			"MESH_PROBE_LOG_LEVEL": level, "MESH_PROBE_LISTEN": listen, "MESH_PROBE_SAMPLE_ABOVE_RPS": sample,
 		}))
 		if err != nil {
 			if len(err.Error()) > 2000 {
@@ -149,6 +150,9 @@ func FuzzLoadEnv(f *testing.F) {
 		}
 		if (c.Mesh == MeshNone) != (c.ProxyInboundPort == 0) {
 			t.Fatalf("mesh %s with inbound port %d", c.Mesh, c.ProxyInboundPort)
+		}
+		if !(c.SampleAboveRPS >= 0) || math.IsInf(c.SampleAboveRPS, 0) {
+			t.Fatalf("accepted sampling threshold %v", c.SampleAboveRPS)
 		}
 	})
 }
