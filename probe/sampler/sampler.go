@@ -88,8 +88,7 @@ type Sampler struct {
 	gate Gate
 
 	state     bpf.Gate
-	next      time.Time // when the state changes next; zero: no cycle
-	openUntil time.Time // end of the current period's open part
+	next      time.Time // when Tick has work next; zero: sampling off
 	periodEnd time.Time
 
 	// The rate estimate: outer exchanges seen over the time the gate
@@ -102,7 +101,7 @@ type Sampler struct {
 	checkSeen uint64
 	checkAt   time.Time
 
-	closed     time.Duration // total time not open, up to closedAt
+	closed     time.Duration // total time not open, up to closedFrom
 	closedFrom time.Time     // start of the current not-open stretch; zero while open
 	openFrom   time.Time     // start of the current open stretch; zero while not open
 }
@@ -116,7 +115,6 @@ func New(cfg Config, g Gate, now time.Time) (*Sampler, error) {
 	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, openFrom: now, checkAt: now}
 	if cfg.AboveRPS > 0 {
 		s.periodEnd = now.Add(cfg.Period)
-		s.openUntil = s.periodEnd
 		s.next = now.Add(cfg.Period / checksPerPeriod)
 	}
 	return s, nil
@@ -187,11 +185,9 @@ func (s *Sampler) startPeriod(now time.Time, outerSeen uint64, f float64) error 
 	s.periodEnd = now.Add(s.cfg.Period)
 	s.checkSeen, s.checkAt = outerSeen, now
 	if f >= 1 {
-		s.openUntil = s.periodEnd
 		s.next = now.Add(s.cfg.Period / checksPerPeriod)
 	} else {
-		s.openUntil = now.Add(time.Duration(f * float64(s.cfg.Period)))
-		s.next = s.openUntil
+		s.next = now.Add(time.Duration(f * float64(s.cfg.Period))) // the open part's end
 	}
 	return s.set(now, bpf.GateOpen)
 }
