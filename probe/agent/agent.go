@@ -147,8 +147,7 @@ type Agent struct {
 	rd          *ringbuf.Reader
 	pairer      *pairing.Pairer  // owned by run: inbound requests
 	outPar      *pairing.Pairer  // owned by run: outbound calls; nil when not measured
-	sampler     *sampler.Sampler // owned by run once started
-	sampleAbove float64          // the sampler's threshold, for snapshots
+	sampler     *sampler.Sampler // owned by run once started (AboveRPS: by anyone)
 	rec         *recorder.Recorder
 	met         *metrics.Metrics
 
@@ -229,7 +228,6 @@ func Start(opts Options) (a *Agent, err error) {
 	if a.sampler, err = sampler.New(sampling, a.exch, time.Now()); err != nil {
 		return nil, err
 	}
-	a.sampleAbove = sampling.AboveRPS
 	if outbound {
 		// iptables delivers the application's outgoing connections to
 		// this port of the proxy, on lo.
@@ -717,8 +715,9 @@ func (a *Agent) sample() {
 		a.known[id] = c
 	}
 	now := time.Now()
+	a.notOpen = a.sampler.NotOpen(now)
 	a.rec.Record(now, nil, recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, CPU: usage,
-		NotOpen: a.sampler.NotOpen(now)})
+		NotOpen: a.notOpen})
 }
 
 // Snapshot returns the measurements of one window.
@@ -731,7 +730,7 @@ func (a *Agent) Snapshot(spec window.Spec) (api.Snapshot, error) {
 		OutboundProxyDetected: a.outProxy,
 		Notes:                 slices.Clone(a.notes),
 		Containers:            make(map[uint64]api.ContainerCPU, len(a.known)),
-		SampleAboveRPS:        a.sampleAbove,
+		SampleAboveRPS:        a.sampler.AboveRPS(),
 	}
 	for id, c := range a.known {
 		ctx.Containers[id] = c
@@ -764,7 +763,7 @@ func (a *Agent) totals() metrics.Totals {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t := metrics.Totals{Counts: a.counts, Outbound: a.outCount, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy,
-		NotFollowed: a.notOpen}
+		NotOpen: a.notOpen}
 	for id, d := range a.cpuTot {
 		c := a.known[id]
 		t.CPU = append(t.CPU, metrics.CPU{CgroupID: id, Name: c.Name, Role: c.Role, Seconds: d.Seconds()})

@@ -44,9 +44,9 @@ type Totals struct {
 	Exchange      bpf.ExchangeStats
 	CPU           []CPU
 	ProxyDetected bool
-	// NotFollowed: total time the sampling gate kept new requests from
-	// being followed (probe/sampler).
-	NotFollowed time.Duration
+	// NotOpen: total time the sampling gate kept new requests from
+	// being followed (sampler.Sampler.NotOpen).
+	NotOpen time.Duration
 }
 
 // Metrics owns the registry and the latency histograms.
@@ -190,7 +190,7 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLost, t.Losses.SamplingCut, "sampling-cut")
 	counter(descIdleFlushed, t.Exchange.IdleFlushed)
 	counter(descPackets, t.Exchange.Packets)
-	ch <- prometheus.MustNewConstMetric(descNotFollowed, prometheus.CounterValue, t.NotFollowed.Seconds())
+	ch <- prometheus.MustNewConstMetric(descNotFollowed, prometheus.CounterValue, t.NotOpen.Seconds())
 	for _, cpu := range t.CPU {
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu.Seconds,
 			strconv.FormatUint(cpu.CgroupID, 10), cpu.Name, cpu.Role)

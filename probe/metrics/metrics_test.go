@@ -51,7 +51,7 @@ func TestExposition(t *testing.T) {
 			Counts:        pairing.Counts{Edge: 10, App: 9, Paired: 8, PairedByRequestID: 3, UnmatchedEdge: 2},
 			CPU:           []CPU{{CgroupID: 42, Name: "istio-proxy", Role: "proxy", Seconds: 1.5}},
 			ProxyDetected: true,
-			NotFollowed:   2500 * time.Millisecond,
+			NotOpen:       2500 * time.Millisecond,
 		}
 	})
 	m.Observe([]pairing.Result{{EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond,

@@ -101,9 +101,10 @@ type Sampler struct {
 	checkSeen uint64
 	checkAt   time.Time
 
-	closed     time.Duration // total time not open, up to closedFrom
-	closedFrom time.Time     // start of the current not-open stretch; zero while open
-	openFrom   time.Time     // start of the current open stretch; zero while not open
+	closed time.Duration // total time not open, before the current stretch
+	// stretchFrom: since when the gate has been open (counted in
+	// openSince up to here), or not open (not yet in closed).
+	stretchFrom time.Time
 }
 
 // New starts with the gate open, as the kernel programs load.
@@ -112,13 +113,17 @@ func New(cfg Config, g Gate, now time.Time) (*Sampler, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, openFrom: now, checkAt: now}
+	s := &Sampler{cfg: cfg, gate: g, state: bpf.GateOpen, fraction: 1, stretchFrom: now, checkAt: now}
 	if cfg.AboveRPS > 0 {
 		s.periodEnd = now.Add(cfg.Period)
 		s.next = now.Add(cfg.Period / checksPerPeriod)
 	}
 	return s, nil
 }
+
+// AboveRPS is the threshold the sampler was made with. Safe to call from
+// any goroutine: the configuration does not change.
+func (s *Sampler) AboveRPS() float64 { return s.cfg.AboveRPS }
 
 // Next is when Tick has work; zero when it never has (sampling off).
 func (s *Sampler) Next() time.Time { return s.next }
@@ -129,8 +134,8 @@ func (s *Sampler) Fraction() float64 { return s.fraction }
 // NotOpen is the total time the gate has not been open (outer exchanges
 // could not start) since New, up to now.
 func (s *Sampler) NotOpen(now time.Time) time.Duration {
-	if !s.closedFrom.IsZero() {
-		return s.closed + now.Sub(s.closedFrom)
+	if s.state != bpf.GateOpen {
+		return s.closed + now.Sub(s.stretchFrom)
 	}
 	return s.closed
 }
@@ -194,9 +199,9 @@ func (s *Sampler) startPeriod(now time.Time, outerSeen uint64, f float64) error 
 
 // foldOpen adds the open stretch so far to openSince.
 func (s *Sampler) foldOpen(now time.Time) {
-	if !s.openFrom.IsZero() {
-		s.openSince += now.Sub(s.openFrom)
-		s.openFrom = now
+	if s.state == bpf.GateOpen {
+		s.openSince += now.Sub(s.stretchFrom)
+		s.stretchFrom = now
 	}
 }
 
@@ -241,14 +246,13 @@ func (s *Sampler) set(now time.Time, g bpf.Gate) error {
 	if err := s.gate.SetGate(g); err != nil {
 		return err
 	}
-	wasOpen, isOpen := s.state == bpf.GateOpen, g == bpf.GateOpen
-	switch {
-	case wasOpen && !isOpen:
-		s.openSince += now.Sub(s.openFrom)
-		s.openFrom, s.closedFrom = time.Time{}, now
-	case !wasOpen && isOpen:
-		s.closed += now.Sub(s.closedFrom)
-		s.closedFrom, s.openFrom = time.Time{}, now
+	if wasOpen, isOpen := s.state == bpf.GateOpen, g == bpf.GateOpen; wasOpen != isOpen {
+		if wasOpen {
+			s.openSince += now.Sub(s.stretchFrom)
+		} else {
+			s.closed += now.Sub(s.stretchFrom)
+		}
+		s.stretchFrom = now
 	}
 	s.state = g
 	return nil
