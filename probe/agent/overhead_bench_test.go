@@ -600,10 +600,16 @@ func progID(fdinfo string) uint32 {
 
 func medianDur(ds []time.Duration) time.Duration { return fixture.Median(ds) }
 
+// medianF is the median of fs, for an even count the mean of the two
+// middle values, as fixture.Median.
 func medianF(fs []float64) float64 {
 	s := slices.Clone(fs)
 	slices.Sort(s)
-	return s[len(s)/2]
+	n := len(s)
+	if n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[n/2]
 }
 
 func report(b *testing.B, runs [armCount]armRuns) {
