@@ -31,6 +31,25 @@ func serveHTTP(t *testing.T, l net.Listener, handler http.HandlerFunc) *http.Ser
 	return srv
 }
 
+// getOn sends GET target on c and reads the whole response.
+func getOn(c net.Conn, br *bufio.Reader, target string) error {
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app\r\n\r\n", target); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // keepAliveRequests sends n sequential GETs on one connection and closes it.
 func keepAliveRequests(c net.Conn, host string, n int) error {
 	defer c.Close()
@@ -164,6 +183,105 @@ func TestAttachAppToLoopback(t *testing.T) {
 				if err == nil && strings.Contains(string(out), "bpf") {
 					t.Errorf("cls_bpf filter left after Close:\n%s", out)
 				}
+			}
+		})
+	}
+}
+
+// Closing the sampling gate parks the app program: on TCX its link on lo is
+// released, so loopback packets run nothing, and reopening attaches it
+// again. A connection that started while parked is followed from its
+// first request seen, not reported as predating the probe. The clsact
+// fallback stays attached.
+func TestSetGateParksAppProgram(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []TCMode{TCAuto, TCLegacy} {
+		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
+		t.Run(name, func(t *testing.T) {
+			ns := newNetns(t, "lo")
+			p, err := LoadExchangeProbe(ExchangeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ns.do(p.Close) })
+			if err := p.SetPort(9080, PortApp); err != nil {
+				t.Fatal(err)
+			}
+			if err := ns.do(func() error { return p.AttachApp(1, mode) }); err != nil {
+				t.Fatal(err)
+			}
+			rd, err := p.NewEventReader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+			serveHTTP(t, ns.listen(t, "127.0.0.1:9080"), func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, "hello from the app")
+			})
+			setGate := func(g Gate) {
+				t.Helper()
+				if err := ns.do(func() error { return p.SetGate(g) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			packets := func() uint64 {
+				t.Helper()
+				s, err := p.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s.Packets
+			}
+
+			setGate(GateInnerOnly)
+			setGate(GateClosed)
+			parked := mode == TCAuto
+			if p.AppParked() != parked || (len(p.Attachments()) == 0) != parked {
+				t.Fatalf("gate closed: parked %v with %d attachments, want parked %v", p.AppParked(), len(p.Attachments()), parked)
+			}
+			before := packets()
+			c, err := ns.dial("127.0.0.1:9080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			if err := getOn(c, br, "/unseen"); err != nil {
+				t.Fatal(err)
+			}
+			if n := packets() - before; parked && n != 0 {
+				t.Errorf("%d loopback packets ran the parked program", n)
+			} else if !parked && n == 0 {
+				t.Error("no loopback packet reached the clsact program")
+			}
+
+			setGate(GateInnerOnly)
+			if p.AppParked() || len(p.Attachments()) != 1 {
+				t.Fatalf("gate reopening: parked %v with %d attachments", p.AppParked(), len(p.Attachments()))
+			}
+			setGate(GateOpen)
+			for _, target := range []string{"/item/1", "/item/2"} {
+				if err := getOn(c, br, target); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Close()
+
+			evs := drainEvents(t, p, rd, 300*time.Millisecond)
+			var got []string
+			for _, e := range evs {
+				line, _ := exchange.ParseRequestLine(e.Head)
+				got = append(got, line.Target+" ["+e.Flags.String()+"]")
+			}
+			if want := []string{"/item/1 []", "/item/2 [fin]"}; !slices.Equal(got, want) {
+				t.Errorf("exchanges %q, want %q", got, want)
+			}
+			s, err := p.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.PredatesProbe != 0 {
+				t.Errorf("%d connections reported as predating the probe: one started while the program was parked", s.PredatesProbe)
 			}
 		})
 	}

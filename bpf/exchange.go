@@ -62,7 +62,14 @@ type ExchangeProbe struct {
 	// concurrently).
 	roles       *ebpf.Memory
 	rolesAt     int64
-	attachments []*TCAttachment
+	attachments []*TCAttachment // eth0's; lo's is app
+	// app is the app program's attachment to lo, nil while parked: with
+	// the sampling gate closed a TCX link is released (SetGate), so that
+	// lo's packets, half of a request's, do not run a program at all.
+	// appIfindex and appMode attach it again.
+	app        *TCAttachment
+	appIfindex int
+	appMode    TCMode
 	// gate is the sampling gate last set (SetGate) and epoch the number of
 	// times it reopened: both live in the programs' .bss.
 	gate  Gate
@@ -85,7 +92,8 @@ const (
 	// exchange needs them.
 	GateInnerOnly = Gate(ExchangeSampleGateGATE_INNER_ONLY)
 	// GateClosed: segments leave the programs after parsing, before any
-	// lookup; only clients' SYNs are noted.
+	// lookup; only clients' SYNs, FINs and RSTs are noted. On TCX the app
+	// program is detached from lo meanwhile (SetGate).
 	GateClosed = Gate(ExchangeSampleGateGATE_CLOSED)
 )
 
@@ -175,11 +183,32 @@ func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
 // epoch first: a connection seen in an older one missed segments while the
 // gate was closed, and its exchange in progress is cut (Stats().GateCut)
 // rather than emitted with a wrong end. Not safe for concurrent use.
+//
+// Closing it also parks the app program: its TCX link on lo is released,
+// and made again before the gate leaves closed. With the gate closed the
+// program would only parse each loopback packet and let it go; detached,
+// lo's packets run nothing (at maximum throughput the TC programs' time
+// fell by a quarter: docs/benchmarks.md, session 15). What that costs: SYNs, FINs and
+// RSTs on lo go unseen meanwhile, so a connection to the application that
+// starts while parked is first seen mid-stream (and followed from its next
+// request line, as after any gate cycle), one that ends stays in the flow
+// table until evicted or its tuple is reused, and a proxy's connection to
+// an unconfigured port teaches it at the next SYN seen. A clsact filter
+// (kernels before 6.6) stays attached: deleting and adding filters would
+// change the qdisc's chain under other users. Attaching acts in the
+// calling thread's network namespace, as AttachApp: call it from the pod's.
 func (p *ExchangeProbe) SetGate(g Gate) error {
 	if g > GateClosed {
 		return fmt.Errorf("set sampling gate: unknown state %d", uint32(g))
 	}
 	if p.gate == GateClosed && g != GateClosed {
+		if p.app == nil && p.appIfindex != 0 {
+			a, err := AttachTC(p.objs.AppIngress, p.appIfindex, Ingress, p.appMode)
+			if err != nil {
+				return fmt.Errorf("sampling gate %v: attach the app program to lo again: %w", g, err)
+			}
+			p.app = a
+		}
 		if err := p.objs.SamplingEpoch.Set(p.epoch + 1); err != nil {
 			return fmt.Errorf("set sampling epoch: %w", err)
 		}
@@ -189,7 +218,20 @@ func (p *ExchangeProbe) SetGate(g Gate) error {
 		return fmt.Errorf("set sampling gate %v: %w", g, err)
 	}
 	p.gate = g
+	if g == GateClosed && p.app != nil && p.app.Mechanism == MechanismTCX {
+		a := p.app
+		p.app = nil
+		if err := a.Close(); err != nil {
+			return fmt.Errorf("sampling gate closed: park the app program: %w", err)
+		}
+	}
 	return nil
+}
+
+// AppParked says whether the app program is detached from lo because the
+// sampling gate is closed (SetGate).
+func (p *ExchangeProbe) AppParked() bool {
+	return p.app == nil && p.appIfindex != 0
 }
 
 // RemovePort forgets a port of interest. Connections already tracked keep
@@ -250,17 +292,25 @@ func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
 // (ifindex in the calling thread's network namespace, normally 1). Needs
 // CAP_NET_ADMIN.
 func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
+	if p.appIfindex != 0 {
+		return fmt.Errorf("attach the app program to ifindex %d: already attached to ifindex %d", ifindex, p.appIfindex)
+	}
 	in, err := AttachTC(p.objs.AppIngress, ifindex, Ingress, mode)
 	if err != nil {
 		return err
 	}
-	p.attachments = append(p.attachments, in)
+	p.app, p.appIfindex, p.appMode = in, ifindex, mode
 	return nil
 }
 
-// Attachments lists the TC attachments made so far.
+// Attachments lists the TC attachments in place: eth0's, and lo's unless
+// parked (SetGate).
 func (p *ExchangeProbe) Attachments() []*TCAttachment {
-	return append([]*TCAttachment(nil), p.attachments...)
+	all := append([]*TCAttachment(nil), p.attachments...)
+	if p.app != nil {
+		all = append(all, p.app)
+	}
+	return all
 }
 
 // NewEventReader opens the events ring buffer. Each record holds one or
@@ -427,10 +477,10 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 // Close detaches every program and releases the maps.
 func (p *ExchangeProbe) Close() error {
 	var errs []error
-	for _, a := range p.attachments {
+	for _, a := range p.Attachments() {
 		errs = append(errs, a.Close())
 	}
-	p.attachments = nil
+	p.attachments, p.app, p.appIfindex = nil, nil, 0
 	errs = append(errs, p.objs.close())
 	return errors.Join(errs...)
 }

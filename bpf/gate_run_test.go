@@ -209,3 +209,39 @@ func TestRunGateClosedFrames(t *testing.T) {
 		t.Errorf("stats %+v, want both SYNs to create their flows", s)
 	}
 }
+
+// Once the gate has closed, a connection first seen mid-stream most likely
+// started while it was (on lo the app program is detached meanwhile): it
+// is followed from its next request that surely starts an exchange, as a
+// resynced connection, and not reported as predating the probe.
+func TestRunGateMidStreamAfterCycle(t *testing.T) {
+	h := newRunHarness(t, map[uint16]PortRole{9090: PortApp})
+	for _, g := range []Gate{GateClosed, GateOpen} {
+		if err := h.p.SetGate(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answered := newConn("127.0.0.6:41200", "127.0.0.1:9090")
+	h.app(answered.response(resp1[10:])) // the end of a response: nothing to follow
+	h.app(answered.request(req2))
+	h.app(answered.response(resp2))
+	h.app(answered.fromClient(tcpFIN|tcpACK, nil))
+	midRequest := newConn("127.0.0.6:41201", "127.0.0.1:9090")
+	h.app(midRequest.request("ody-without-a-request-line")) // could be a request's middle
+	h.app(midRequest.response(resp1))
+	h.app(midRequest.request(req1))
+	h.app(midRequest.response(resp1))
+	h.app(midRequest.fromClient(tcpFIN|tcpACK, nil))
+
+	evs := h.events()
+	wantEvents(t, evs, 2)
+	for i, want := range []string{req2, req1} {
+		want = want[:min(len(want), 64)] // the head the programs keep
+		if e := evs[i]; string(e.Head) != want || e.Flags != exchange.FlagFIN {
+			t.Errorf("event %d: %q [%v], want %q [fin]", i, e.Head, e.Flags, want)
+		}
+	}
+	if s := h.stats(); s.PredatesProbe != 0 || s.FlowsCreated != 2 {
+		t.Errorf("stats %+v, want two flows, none predating the probe", s)
+	}
+}

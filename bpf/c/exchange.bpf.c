@@ -10,6 +10,8 @@
  *   app:  the pod's lo, sidecar proxy <-> application. Every loopback packet
  *         crosses lo egress and then lo ingress; only ingress is hooked so
  *         each packet is counted once, at the time it reaches its receiver.
+ *         While the sampling gate is closed, the loader detaches this hook
+ *         (TCX), so lo's packets run nothing.
  *
  * For every TCP connection to a port of interest the programs follow the
  * HTTP/1.1 keep-alive alternation: request bytes from the client, then
@@ -79,7 +81,9 @@ enum flow_state {
 	FLOW_REQUEST = 1,  /* request bytes seen, no response bytes yet */
 	FLOW_RESPONSE = 2, /* response bytes seen */
 	/* Not following: the sampling gate closed since the connection was
-	 * last seen, or kept an outer exchange from starting. Following
+	 * last seen, or kept an outer exchange from starting, or the
+	 * connection was first seen mid-stream after the gate had closed
+	 * once (track). Following
 	 * resumes at the next request that surely starts one: after response
 	 * bytes (flow.answered), or a request line. */
 	FLOW_SKIP = 3,
@@ -867,7 +871,15 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 		init.family = seg->family;
 		init.xid = 1;
 		init.epoch = epoch;
-		if (!(tcp_flags & TCP_SYN)) {
+		if (!(tcp_flags & TCP_SYN) && epoch != 0) {
+			/* First seen mid-stream after the sampling gate has
+			 * closed: most likely a connection that started
+			 * while it was, on lo, where the app program is
+			 * detached meanwhile (bpf.ExchangeProbe.SetGate).
+			 * Followed from its next request that surely starts
+			 * an exchange, as a connection that resyncs. */
+			init.state = FLOW_SKIP;
+		} else if (!(tcp_flags & TCP_SYN)) {
 			/* First seen mid-stream: its first exchange may be
 			 * missing its start. */
 			init.flags = EXCHANGE_F_PREDATES_PROBE;

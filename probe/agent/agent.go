@@ -225,7 +225,7 @@ func Start(opts Options) (a *Agent, err error) {
 	if sampling.AboveRPS == 0 {
 		sampling.AboveRPS = opts.Config.SampleAboveRPS
 	}
-	if a.sampler, err = sampler.New(sampling, a.exch, time.Now()); err != nil {
+	if a.sampler, err = sampler.New(sampling, podGate{a}, time.Now()); err != nil {
 		return nil, err
 	}
 	if outbound {
@@ -269,6 +269,19 @@ func Start(opts Options) (a *Agent, err error) {
 	a.log.Info("probe attached", "mesh", opts.Config.Mesh, "ports", opts.Config.AppPorts,
 		"interface", opts.Interface, "tc", a.mechanisms, "pod_cgroup", a.podDir)
 	return a, nil
+}
+
+// podGate moves the programs' sampling gate. Reopening a closed gate
+// attaches the app program to the pod's lo again (closing it detached
+// that: bpf.ExchangeProbe.SetGate), which has to happen in the pod's
+// network namespace.
+type podGate struct{ a *Agent }
+
+func (g podGate) SetGate(to bpf.Gate) error {
+	if to == bpf.GateClosed || !g.a.exch.AppParked() {
+		return g.a.exch.SetGate(to)
+	}
+	return inNetns(g.a.opts.NetNS, func() error { return g.a.exch.SetGate(to) })
 }
 
 // attach runs in the pod's network namespace.
