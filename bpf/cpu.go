@@ -176,14 +176,20 @@ func (p *CPUProbe) DiscoverAncestry(proc Process, timeout time.Duration) ([]uint
 	if proc.Tgid == 0 || proc.PidNSIno == 0 {
 		return nil, fmt.Errorf("discover cgroup ancestry: invalid process %+v", proc)
 	}
+	// The new target first, then the old result cleared: a discovery
+	// still running (an earlier call leaves the program in discovery
+	// mode) would otherwise write its own process's ancestry again
+	// between the two, to be read as this one's. A run that read the old
+	// target before the update ends within microseconds, in the switch,
+	// before the clearing's system calls are done.
+	cfg := CpuCpuConfig{DiscoverTgid: proc.Tgid, DiscoverPidnsDev: proc.PidNSDev, DiscoverPidnsIno: proc.PidNSIno}
+	if err := p.objs.CpuFilter.Put(uint32(0), cfg); err != nil {
+		return nil, fmt.Errorf("start cgroup discovery: %w", err)
+	}
 	for level := uint32(0); level <= cpuAncestrySelf; level++ {
 		if err := p.objs.Ancestry.Put(level, uint64(0)); err != nil {
 			return nil, fmt.Errorf("clear ancestry: %w", err)
 		}
-	}
-	cfg := CpuCpuConfig{DiscoverTgid: proc.Tgid, DiscoverPidnsDev: proc.PidNSDev, DiscoverPidnsIno: proc.PidNSIno}
-	if err := p.objs.CpuFilter.Put(uint32(0), cfg); err != nil {
-		return nil, fmt.Errorf("start cgroup discovery: %w", err)
 	}
 	if p.link == nil {
 		if err := p.Attach(); err != nil {
