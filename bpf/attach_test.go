@@ -236,8 +236,8 @@ func TestSetGateParksAppProgram(t *testing.T) {
 			setGate(GateInnerOnly)
 			setGate(GateClosed)
 			parked := mode == TCAuto
-			if p.AppParked() != parked || (len(p.Attachments()) == 0) != parked {
-				t.Fatalf("gate closed: parked %v with %d attachments, want parked %v", p.AppParked(), len(p.Attachments()), parked)
+			if p.Parked() != parked || (len(p.Attachments()) == 0) != parked {
+				t.Fatalf("gate closed: parked %v with %d attachments, want parked %v", p.Parked(), len(p.Attachments()), parked)
 			}
 			before := packets()
 			c, err := ns.dial("127.0.0.1:9080")
@@ -256,8 +256,8 @@ func TestSetGateParksAppProgram(t *testing.T) {
 			}
 
 			setGate(GateInnerOnly)
-			if p.AppParked() || len(p.Attachments()) != 1 {
-				t.Fatalf("gate reopening: parked %v with %d attachments", p.AppParked(), len(p.Attachments()))
+			if p.Parked() || len(p.Attachments()) != 1 {
+				t.Fatalf("gate reopening: parked %v with %d attachments", p.Parked(), len(p.Attachments()))
 			}
 			setGate(GateOpen)
 			for _, target := range []string{"/item/1", "/item/2"} {

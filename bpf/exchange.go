@@ -62,14 +62,10 @@ type ExchangeProbe struct {
 	// concurrently).
 	roles       *ebpf.Memory
 	rolesAt     int64
-	attachments []*TCAttachment // eth0's; lo's is app
-	// app is the app program's attachment to lo, nil while parked: with
-	// the sampling gate closed a TCX link is released (SetGate), so that
-	// lo's packets, half of a request's, do not run a program at all.
-	// appIfindex and appMode attach it again.
-	app        *TCAttachment
-	appIfindex int
-	appMode    TCMode
+	attachments []*TCAttachment // eth0 egress's
+	// parkable are the hooks whose programs are detached while the
+	// sampling gate is closed (SetGate): lo's and eth0 ingress's.
+	parkable []*parkable
 	// gate is the sampling gate last set (SetGate) and epoch the number of
 	// times it reopened: both live in the programs' .bss.
 	gate  Gate
@@ -92,8 +88,8 @@ const (
 	// exchange needs them.
 	GateInnerOnly = Gate(ExchangeSampleGateGATE_INNER_ONLY)
 	// GateClosed: segments leave the programs after parsing, before any
-	// lookup; only clients' SYNs, FINs and RSTs are noted. On TCX the app
-	// program is detached from lo meanwhile (SetGate).
+	// lookup; only clients' SYNs, FINs and RSTs are noted. On TCX the
+	// programs of lo and eth0 ingress are detached meanwhile (SetGate).
 	GateClosed = Gate(ExchangeSampleGateGATE_CLOSED)
 )
 
@@ -184,30 +180,35 @@ func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
 // gate was closed, and its exchange in progress is cut (Stats().GateCut)
 // rather than emitted with a wrong end. Not safe for concurrent use.
 //
-// Closing it also parks the app program: its TCX link on lo is released,
-// and made again before the gate leaves closed. With the gate closed the
-// program would only parse each loopback packet and let it go; detached,
-// lo's packets run nothing (at maximum throughput the TC programs' time
-// fell by a quarter: docs/benchmarks.md, session 15). What that costs: SYNs, FINs and
-// RSTs on lo go unseen meanwhile, so a connection to the application that
-// starts while parked is first seen mid-stream (and followed from its next
-// request line, as after any gate cycle), one that ends stays in the flow
-// table until evicted or its tuple is reused, and a proxy's connection to
-// an unconfigured port teaches it at the next SYN seen. A clsact filter
-// (kernels before 6.6) stays attached: deleting and adding filters would
-// change the qdisc's chain under other users. Attaching acts in the
-// calling thread's network namespace, as AttachApp: call it from the pod's.
+// Closing it also parks the programs of lo and of eth0 ingress: their TCX
+// links are released, and made again before the gate leaves closed. With
+// the gate closed they would only parse each packet and let it go;
+// detached, those packets run nothing, and only eth0 egress, whose
+// outbound SYNs must be seen (outbound connections are followed only from
+// their SYN), still parses (docs/benchmarks.md, session 15). What that
+// costs: SYNs, FINs and RSTs on those hooks go unseen meanwhile, so a
+// connection that starts while parked is first seen mid-stream (and
+// followed from its next request line, as after any gate cycle), one that
+// ends stays in the flow table until evicted or its tuple is reused, and a
+// proxy's connection to an unconfigured port teaches it at the next SYN
+// seen. Clsact filters (kernels before 6.6) stay attached: deleting and
+// adding filters would change the qdisc's chain under other users.
+// Attaching acts in the calling thread's network namespace, as AttachEdge
+// and AttachApp: call it from the pod's.
 func (p *ExchangeProbe) SetGate(g Gate) error {
 	if g > GateClosed {
 		return fmt.Errorf("set sampling gate: unknown state %d", uint32(g))
 	}
 	if p.gate == GateClosed && g != GateClosed {
-		if p.app == nil && p.appIfindex != 0 {
-			a, err := AttachTC(p.objs.AppIngress, p.appIfindex, Ingress, p.appMode)
-			if err != nil {
-				return fmt.Errorf("sampling gate %v: attach the app program to lo again: %w", g, err)
+		for _, h := range p.parkable {
+			if h.att != nil {
+				continue
 			}
-			p.app = a
+			a, err := AttachTC(h.prog, h.ifindex, h.dir, h.mode)
+			if err != nil {
+				return fmt.Errorf("sampling gate %v: attach %s to ifindex %d %v again: %w", g, progName(h.prog), h.ifindex, h.dir, err)
+			}
+			h.att = a
 		}
 		if err := p.objs.SamplingEpoch.Set(p.epoch + 1); err != nil {
 			return fmt.Errorf("set sampling epoch: %w", err)
@@ -218,20 +219,50 @@ func (p *ExchangeProbe) SetGate(g Gate) error {
 		return fmt.Errorf("set sampling gate %v: %w", g, err)
 	}
 	p.gate = g
-	if g == GateClosed && p.app != nil && p.app.Mechanism == MechanismTCX {
-		a := p.app
-		p.app = nil
+	if g != GateClosed {
+		return nil
+	}
+	for _, h := range p.parkable {
+		if h.att == nil || h.att.Mechanism != MechanismTCX {
+			continue
+		}
+		a := h.att
+		h.att = nil
 		if err := a.Close(); err != nil {
-			return fmt.Errorf("sampling gate closed: park the app program: %w", err)
+			return fmt.Errorf("sampling gate closed: detach %s from ifindex %d %v: %w", progName(h.prog), h.ifindex, h.dir, err)
 		}
 	}
 	return nil
 }
 
-// AppParked says whether the app program is detached from lo because the
-// sampling gate is closed (SetGate).
-func (p *ExchangeProbe) AppParked() bool {
-	return p.app == nil && p.appIfindex != 0
+// progName names a program in errors.
+func progName(prog *ebpf.Program) string {
+	if info, err := prog.Info(); err == nil && info.Name != "" {
+		return info.Name
+	}
+	return "a program"
+}
+
+// parkable is a hook whose program SetGate detaches while the sampling
+// gate is closed: what is needed to attach it again, and its attachment
+// (nil while parked).
+type parkable struct {
+	prog    *ebpf.Program
+	ifindex int
+	dir     TCDirection
+	mode    TCMode
+	att     *TCAttachment
+}
+
+// Parked says whether programs are detached because the sampling gate is
+// closed (SetGate).
+func (p *ExchangeProbe) Parked() bool {
+	for _, h := range p.parkable {
+		if h.att == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // RemovePort forgets a port of interest. Connections already tracked keep
@@ -284,7 +315,8 @@ func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
 		_ = in.Close()
 		return err
 	}
-	p.attachments = append(p.attachments, in, out)
+	p.parkable = append(p.parkable, &parkable{prog: p.objs.EdgeIngress, ifindex: ifindex, dir: Ingress, mode: mode, att: in})
+	p.attachments = append(p.attachments, out)
 	return nil
 }
 
@@ -292,23 +324,22 @@ func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
 // (ifindex in the calling thread's network namespace, normally 1). Needs
 // CAP_NET_ADMIN.
 func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
-	if p.appIfindex != 0 {
-		return fmt.Errorf("attach the app program to ifindex %d: already attached to ifindex %d", ifindex, p.appIfindex)
-	}
 	in, err := AttachTC(p.objs.AppIngress, ifindex, Ingress, mode)
 	if err != nil {
 		return err
 	}
-	p.app, p.appIfindex, p.appMode = in, ifindex, mode
+	p.parkable = append(p.parkable, &parkable{prog: p.objs.AppIngress, ifindex: ifindex, dir: Ingress, mode: mode, att: in})
 	return nil
 }
 
-// Attachments lists the TC attachments in place: eth0's, and lo's unless
-// parked (SetGate).
+// Attachments lists the TC attachments in place: those made, less the
+// ones parked while the sampling gate is closed (SetGate).
 func (p *ExchangeProbe) Attachments() []*TCAttachment {
 	all := append([]*TCAttachment(nil), p.attachments...)
-	if p.app != nil {
-		all = append(all, p.app)
+	for _, h := range p.parkable {
+		if h.att != nil {
+			all = append(all, h.att)
+		}
 	}
 	return all
 }
@@ -480,7 +511,7 @@ func (p *ExchangeProbe) Close() error {
 	for _, a := range p.Attachments() {
 		errs = append(errs, a.Close())
 	}
-	p.attachments, p.app, p.appIfindex = nil, nil, 0
+	p.attachments, p.parkable = nil, nil
 	errs = append(errs, p.objs.close())
 	return errors.Join(errs...)
 }

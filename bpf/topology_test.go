@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -270,5 +271,78 @@ func TestTopologyNoProxy(t *testing.T) {
 		if r.Method != pairing.NoProxy || r.ProxyAdded != 0 {
 			t.Fatalf("result %+v", r)
 		}
+	}
+}
+
+// Closing the sampling gate parks eth0 ingress's program too (TCX): a
+// client's connection opened then leaves no trace (its SYN is not seen),
+// and once the gate reopens it is followed from its next request line, not
+// reported as predating the probe. eth0 egress stays attached.
+func TestTopologyGateParksEdgeIngress(t *testing.T) {
+	requireRoot(t)
+	p := newPod(t)
+	probe := p.attach(t, map[uint16]PortRole{directPort: PortEdge})
+	rd, err := probe.NewEventReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	serveHTTP(t, p.pod.listen(t, net.JoinHostPort(podAddr, "8081")), func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello from the app\n")
+	})
+	setGate := func(g Gate) {
+		t.Helper()
+		if err := p.pod.do(func() error { return probe.SetGate(g) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setGate(GateInnerOnly)
+	setGate(GateClosed)
+	var left []string
+	for _, a := range probe.Attachments() {
+		left = append(left, a.Mechanism+" "+a.Direction.String())
+	}
+	if tcx := probe.Attachments()[0].Mechanism == MechanismTCX; tcx != probe.Parked() || (tcx && len(left) != 1) {
+		t.Fatalf("gate closed: parked %v, attached %q; want only eth0 egress attached on TCX", probe.Parked(), left)
+	}
+	if !probe.Parked() {
+		t.Skip("clsact: nothing is parked")
+	}
+	c, err := p.client.dial(net.JoinHostPort(podAddr, "8081"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if err := getOn(c, br, "/unseen"); err != nil {
+		t.Fatal(err)
+	}
+	var key ExchangeFlowKey
+	var flow ExchangeFlow
+	if it := probe.objs.Flows.Iterate(); it.Next(&key, &flow) {
+		t.Errorf("a flow was created while eth0 ingress was parked: %+v", key)
+	}
+
+	setGate(GateInnerOnly)
+	if probe.Parked() || len(probe.Attachments()) != 3 {
+		t.Fatalf("gate reopening: parked %v, %d attachments, want 3", probe.Parked(), len(probe.Attachments()))
+	}
+	setGate(GateOpen)
+	for _, target := range []string{"/item/1", "/item/2"} {
+		if err := getOn(c, br, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	var got []string
+	for _, e := range drainEvents(t, probe, rd, 300*time.Millisecond) {
+		line, _ := exchange.ParseRequestLine(e.Head)
+		got = append(got, e.Leg.String()+" "+line.Target+" ["+e.Flags.String()+"]")
+	}
+	if want := []string{"edge /item/1 []", "edge /item/2 [fin]"}; !slices.Equal(got, want) {
+		t.Errorf("exchanges %q, want %q", got, want)
+	}
+	if s, err := probe.Stats(); err != nil || s.PredatesProbe != 0 {
+		t.Errorf("stats %+v (%v): want no connection predating the probe", s, err)
 	}
 }

@@ -10,8 +10,10 @@
  *   app:  the pod's lo, sidecar proxy <-> application. Every loopback packet
  *         crosses lo egress and then lo ingress; only ingress is hooked so
  *         each packet is counted once, at the time it reaches its receiver.
- *         While the sampling gate is closed, the loader detaches this hook
- *         (TCX), so lo's packets run nothing.
+ *
+ * While the sampling gate is closed the loader detaches the programs of lo
+ * and of eth0 ingress (TCX), so their packets run nothing; eth0 egress stays,
+ * for the SYNs of outbound connections (gate_stops).
  *
  * For every TCP connection to a port of interest the programs follow the
  * HTTP/1.1 keep-alive alternation: request bytes from the client, then
@@ -874,8 +876,8 @@ static __always_inline void track(struct __sk_buff *skb, const struct segment *s
 		if (!(tcp_flags & TCP_SYN) && epoch != 0) {
 			/* First seen mid-stream after the sampling gate has
 			 * closed: most likely a connection that started
-			 * while it was, on lo, where the app program is
-			 * detached meanwhile (bpf.ExchangeProbe.SetGate).
+			 * while it was, when the programs of lo and eth0
+			 * ingress are detached (bpf.ExchangeProbe.SetGate).
 			 * Followed from its next request that surely starts
 			 * an exchange, as a connection that resyncs. */
 			init.state = FLOW_SKIP;
@@ -997,12 +999,14 @@ static __always_inline int bare_ack(const struct segment *seg)
 }
 
 /* gate_stops: with the sampling gate closed a segment leaves here, counted,
- * before any lookup: that is what closing saves. A client's SYN goes on to
- * create its connection's flow (outbound connections are followed only
- * from their SYN; the flow resyncs when the gate reopens), and a FIN or RST
- * to forget its connection's (else the table would keep every connection
- * that ended while the gate was closed until the LRU evicts it). Both are
- * a few segments per connection, not per request. */
+ * before any lookup: that is what closing saves on eth0 egress, and on
+ * every hook with clsact (on TCX the others are detached meanwhile). A
+ * client's SYN goes on to create its connection's flow (outbound
+ * connections are followed only from their SYN; the flow resyncs when the
+ * gate reopens), and a FIN or RST to forget its connection's (else the
+ * table would keep every connection that ended while the gate was closed
+ * until the LRU evicts it). Both are a few segments per connection, not
+ * per request. */
 static __always_inline int gate_stops(const struct segment *seg)
 {
 	if (sampling_gate != GATE_CLOSED || (seg->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN ||

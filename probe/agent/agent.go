@@ -272,13 +272,13 @@ func Start(opts Options) (a *Agent, err error) {
 }
 
 // podGate moves the programs' sampling gate. Reopening a closed gate
-// attaches the app program to the pod's lo again (closing it detached
-// that: bpf.ExchangeProbe.SetGate), which has to happen in the pod's
+// attaches the programs that closing it detached (on lo and eth0 ingress:
+// bpf.ExchangeProbe.SetGate) again, which has to happen in the pod's
 // network namespace.
 type podGate struct{ a *Agent }
 
 func (g podGate) SetGate(to bpf.Gate) error {
-	if to == bpf.GateClosed || !g.a.exch.AppParked() {
+	if to == bpf.GateClosed || !g.a.exch.Parked() {
 		return g.a.exch.SetGate(to)
 	}
 	return inNetns(g.a.opts.NetNS, func() error { return g.a.exch.SetGate(to) })
