@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	latencyReps = flag.Int("overhead.latency-reps", 12, "BenchmarkProbeLatency: repetitions (the probe's pod alternates; medians of the per-repetition deltas are reported)")
+	latencyReps = flag.Int("overhead.latency-reps", 24, "BenchmarkProbeLatency: repetitions (the probe's pod alternates; medians of the per-repetition deltas are reported)")
 	latencyArm  = flag.String("overhead.latency-arm", "probe", "BenchmarkProbeLatency: what the measured pod gets: probe (the mesh-probe binary), empty-tc (a program that returns at once on each of the probe's TC hooks: the hooks' own cost) or none (the control: two bare pods, the design's own noise)")
 )
 

@@ -4,8 +4,9 @@
 // grows far more slowly with the rate: per request, following costs ~3 us
 // of CPU (TC programs, the agent, the scheduler hook), 4.7% of the busy
 // CPU of a trivial workload at its maximum throughput, while a closed gate
-// turns each segment away after parsing, for about a third of what the TC
-// programs cost following it (docs/benchmarks.md, session 14).
+// leaves the programs of lo and eth0 ingress detached and eth0 egress's
+// turning each segment away after parsing (bpf.ExchangeProbe.SetGate;
+// docs/benchmarks.md, sessions 14 and 15).
 //
 // A period with a fraction f below 1 runs through the gate's states in
 // order: open for f of the period, inner-only for Settle, closed, then
