@@ -50,6 +50,68 @@ func getOn(c net.Conn, br *bufio.Reader, target string) error {
 	return nil
 }
 
+// loopbackProbe loads an exchange probe for app port 9080 and attaches it
+// (mode) to lo of a network namespace of its own; the test's end closes it.
+func loopbackProbe(t *testing.T, mode TCMode) (*netns, *ExchangeProbe) {
+	t.Helper()
+	ns := newNetns(t, "lo")
+	p, err := LoadExchangeProbe(ExchangeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.do(p.Close) }) // Close twice is harmless
+	if err := p.SetPort(9080, PortApp); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.do(func() error { return p.AttachApp(1, mode) }); err != nil {
+		t.Fatal(err)
+	}
+	return ns, p
+}
+
+// gateSetter returns what moves p's sampling gate from ns, where its
+// programs are attached (reopening attaches parked ones again).
+func gateSetter(t *testing.T, ns *netns, p *ExchangeProbe) func(Gate) {
+	return func(g Gate) {
+		t.Helper()
+		if err := ns.do(func() error { return p.SetGate(g) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// followedAfterReopening reopens p's closed sampling gate, which must
+// leave nothing parked and attachments hooks attached, then sends GET
+// /item/1 and /item/2 on c, a connection opened while the programs were
+// parked, and closes it: both exchanges must be followed on leg, and none
+// reported as predating the probe.
+func followedAfterReopening(t *testing.T, p *ExchangeProbe, setGate func(Gate), attachments int, leg string,
+	rd *ringbuf.Reader, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	setGate(GateInnerOnly)
+	if p.Parked() || len(p.Attachments()) != attachments {
+		t.Fatalf("gate reopening: parked %v, %d attachments, want %d", p.Parked(), len(p.Attachments()), attachments)
+	}
+	setGate(GateOpen)
+	for _, target := range []string{"/item/1", "/item/2"} {
+		if err := getOn(c, br, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	var got []string
+	for _, e := range drainEvents(t, p, rd, 300*time.Millisecond) {
+		line, _ := exchange.ParseRequestLine(e.Head)
+		got = append(got, e.Leg.String()+" "+line.Target+" ["+e.Flags.String()+"]")
+	}
+	if want := []string{leg + " /item/1 []", leg + " /item/2 [fin]"}; !slices.Equal(got, want) {
+		t.Errorf("exchanges %q, want %q", got, want)
+	}
+	if s, err := p.Stats(); err != nil || s.PredatesProbe != 0 {
+		t.Errorf("stats %+v (%v): want no connection predating the probe (it started while the programs were parked)", s, err)
+	}
+}
+
 // keepAliveRequests sends n sequential GETs on one connection and closes it.
 func keepAliveRequests(c net.Conn, host string, n int) error {
 	defer c.Close()
@@ -114,23 +176,7 @@ func TestAttachAppToLoopback(t *testing.T) {
 	for _, mode := range []TCMode{TCAuto, TCLegacy} {
 		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
 		t.Run(name, func(t *testing.T) {
-			ns := newNetns(t, "lo")
-			p, err := LoadExchangeProbe(ExchangeOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			closed := false
-			t.Cleanup(func() {
-				if !closed {
-					_ = ns.do(p.Close)
-				}
-			})
-			if err := p.SetPort(9080, PortApp); err != nil {
-				t.Fatal(err)
-			}
-			if err := ns.do(func() error { return p.AttachApp(1, mode) }); err != nil {
-				t.Fatal(err)
-			}
+			ns, p := loopbackProbe(t, mode)
 			if got := p.Attachments()[0].Mechanism; got != name {
 				t.Fatalf("attached with %s, want %s", got, name)
 			}
@@ -177,7 +223,6 @@ func TestAttachAppToLoopback(t *testing.T) {
 			if err := ns.do(p.Close); err != nil {
 				t.Fatal(err)
 			}
-			closed = true
 			if mode == TCLegacy {
 				out, err := exec.Command("ip", "netns", "exec", ns.name, "tc", "filter", "show", "dev", "lo", "ingress").CombinedOutput()
 				if err == nil && strings.Contains(string(out), "bpf") {
@@ -198,18 +243,7 @@ func TestSetGateParksAppProgram(t *testing.T) {
 	for _, mode := range []TCMode{TCAuto, TCLegacy} {
 		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
 		t.Run(name, func(t *testing.T) {
-			ns := newNetns(t, "lo")
-			p, err := LoadExchangeProbe(ExchangeOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = ns.do(p.Close) })
-			if err := p.SetPort(9080, PortApp); err != nil {
-				t.Fatal(err)
-			}
-			if err := ns.do(func() error { return p.AttachApp(1, mode) }); err != nil {
-				t.Fatal(err)
-			}
+			ns, p := loopbackProbe(t, mode)
 			rd, err := p.NewEventReader()
 			if err != nil {
 				t.Fatal(err)
@@ -218,12 +252,7 @@ func TestSetGateParksAppProgram(t *testing.T) {
 			serveHTTP(t, ns.listen(t, "127.0.0.1:9080"), func(w http.ResponseWriter, r *http.Request) {
 				_, _ = io.WriteString(w, "hello from the app")
 			})
-			setGate := func(g Gate) {
-				t.Helper()
-				if err := ns.do(func() error { return p.SetGate(g) }); err != nil {
-					t.Fatal(err)
-				}
-			}
+			setGate := gateSetter(t, ns, p)
 			packets := func() uint64 {
 				t.Helper()
 				s, err := p.Stats()
@@ -255,34 +284,7 @@ func TestSetGateParksAppProgram(t *testing.T) {
 				t.Error("no loopback packet reached the clsact program")
 			}
 
-			setGate(GateInnerOnly)
-			if p.Parked() || len(p.Attachments()) != 1 {
-				t.Fatalf("gate reopening: parked %v with %d attachments", p.Parked(), len(p.Attachments()))
-			}
-			setGate(GateOpen)
-			for _, target := range []string{"/item/1", "/item/2"} {
-				if err := getOn(c, br, target); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c.Close()
-
-			evs := drainEvents(t, p, rd, 300*time.Millisecond)
-			var got []string
-			for _, e := range evs {
-				line, _ := exchange.ParseRequestLine(e.Head)
-				got = append(got, line.Target+" ["+e.Flags.String()+"]")
-			}
-			if want := []string{"/item/1 []", "/item/2 [fin]"}; !slices.Equal(got, want) {
-				t.Errorf("exchanges %q, want %q", got, want)
-			}
-			s, err := p.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.PredatesProbe != 0 {
-				t.Errorf("%d connections reported as predating the probe: one started while the program was parked", s.PredatesProbe)
-			}
+			followedAfterReopening(t, p, setGate, 1, "app", rd, c, br)
 		})
 	}
 }

@@ -290,12 +290,7 @@ func TestTopologyGateParksEdgeIngress(t *testing.T) {
 	serveHTTP(t, p.pod.listen(t, net.JoinHostPort(podAddr, "8081")), func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "hello from the app\n")
 	})
-	setGate := func(g Gate) {
-		t.Helper()
-		if err := p.pod.do(func() error { return probe.SetGate(g) }); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setGate := gateSetter(t, p.pod, probe)
 	setGate(GateInnerOnly)
 	setGate(GateClosed)
 	var left []string
@@ -323,26 +318,5 @@ func TestTopologyGateParksEdgeIngress(t *testing.T) {
 		t.Errorf("a flow was created while eth0 ingress was parked: %+v", key)
 	}
 
-	setGate(GateInnerOnly)
-	if probe.Parked() || len(probe.Attachments()) != 3 {
-		t.Fatalf("gate reopening: parked %v, %d attachments, want 3", probe.Parked(), len(probe.Attachments()))
-	}
-	setGate(GateOpen)
-	for _, target := range []string{"/item/1", "/item/2"} {
-		if err := getOn(c, br, target); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.Close()
-	var got []string
-	for _, e := range drainEvents(t, probe, rd, 300*time.Millisecond) {
-		line, _ := exchange.ParseRequestLine(e.Head)
-		got = append(got, e.Leg.String()+" "+line.Target+" ["+e.Flags.String()+"]")
-	}
-	if want := []string{"edge /item/1 []", "edge /item/2 [fin]"}; !slices.Equal(got, want) {
-		t.Errorf("exchanges %q, want %q", got, want)
-	}
-	if s, err := probe.Stats(); err != nil || s.PredatesProbe != 0 {
-		t.Errorf("stats %+v (%v): want no connection predating the probe", s, err)
-	}
+	followedAfterReopening(t, probe, setGate, 3, "edge", rd, c, br)
 }
