@@ -211,9 +211,10 @@ func TestRunGateClosedFrames(t *testing.T) {
 }
 
 // Once the gate has closed, a connection first seen mid-stream most likely
-// started while it was (on lo the app program is detached meanwhile): it
-// is followed from its next request that surely starts an exchange, as a
-// resynced connection, and not reported as predating the probe.
+// started while it was (the programs of lo and eth0 ingress are detached
+// meanwhile): it is followed from its next request that surely starts an
+// exchange, as a resynced connection, and not reported as predating the
+// probe.
 func TestRunGateMidStreamAfterCycle(t *testing.T) {
 	h := newRunHarness(t, map[uint16]PortRole{9090: PortApp})
 	for _, g := range []Gate{GateClosed, GateOpen} {
