@@ -173,64 +173,61 @@ func drainEvents(t *testing.T, p *ExchangeProbe, rd *ringbuf.Reader, quiet time.
 // times real HTTP/1.1 keep-alive exchanges, and detaching removes it.
 func TestAttachAppToLoopback(t *testing.T) {
 	requireRoot(t)
-	for _, mode := range []TCMode{TCAuto, TCLegacy} {
-		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
-		t.Run(name, func(t *testing.T) {
-			ns, p := loopbackProbe(t, mode)
-			if got := p.Attachments()[0].Mechanism; got != name {
-				t.Fatalf("attached with %s, want %s", got, name)
-			}
-			rd, err := p.NewEventReader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rd.Close()
+	eachTCMode(t, func(t *testing.T, mode TCMode, name string) {
+		ns, p := loopbackProbe(t, mode)
+		if got := p.Attachments()[0].Mechanism; got != name {
+			t.Fatalf("attached with %s, want %s", got, name)
+		}
+		rd, err := p.NewEventReader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
 
-			l := ns.listen(t, "127.0.0.1:9080")
-			serveHTTP(t, l, func(w http.ResponseWriter, r *http.Request) {
-				time.Sleep(time.Millisecond)
-				_, _ = io.WriteString(w, "hello from the app")
-			})
-			c, err := ns.dial("127.0.0.1:9080")
-			if err != nil {
-				t.Fatal(err)
-			}
-			client := c.LocalAddr().(*net.TCPAddr)
-			if err := keepAliveRequests(c, "app", 3); err != nil {
-				t.Fatal(err)
-			}
-
-			evs := drainEvents(t, p, rd, 300*time.Millisecond)
-			if len(evs) != 3 {
-				t.Fatalf("got %d events, want 3: %+v", len(evs), evs)
-			}
-			for i, e := range evs {
-				if e.Leg != exchange.LegApp || e.Server.Port() != 9080 || int(e.Client.Port()) != client.Port {
-					t.Errorf("event %d: %+v", i, e)
-				}
-				if !e.Complete() || e.Duration() < time.Millisecond {
-					t.Errorf("event %d lasted %v, the handler sleeps 1ms: %+v", i, e.Duration(), e)
-				}
-				line, ok := exchange.ParseRequestLine(e.Head)
-				if !ok || line.Target != fmt.Sprintf("/item/%d", i) {
-					t.Errorf("event %d request line %+v", i, line)
-				}
-			}
-			if evs[2].Flags&exchange.FlagFIN == 0 {
-				t.Errorf("last exchange not ended by FIN: %v", evs[2].Flags)
-			}
-
-			if err := ns.do(p.Close); err != nil {
-				t.Fatal(err)
-			}
-			if mode == TCLegacy {
-				out, err := exec.Command("ip", "netns", "exec", ns.name, "tc", "filter", "show", "dev", "lo", "ingress").CombinedOutput()
-				if err == nil && strings.Contains(string(out), "bpf") {
-					t.Errorf("cls_bpf filter left after Close:\n%s", out)
-				}
-			}
+		l := ns.listen(t, "127.0.0.1:9080")
+		serveHTTP(t, l, func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Millisecond)
+			_, _ = io.WriteString(w, "hello from the app")
 		})
-	}
+		c, err := ns.dial("127.0.0.1:9080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := c.LocalAddr().(*net.TCPAddr)
+		if err := keepAliveRequests(c, "app", 3); err != nil {
+			t.Fatal(err)
+		}
+
+		evs := drainEvents(t, p, rd, 300*time.Millisecond)
+		if len(evs) != 3 {
+			t.Fatalf("got %d events, want 3: %+v", len(evs), evs)
+		}
+		for i, e := range evs {
+			if e.Leg != exchange.LegApp || e.Server.Port() != 9080 || int(e.Client.Port()) != client.Port {
+				t.Errorf("event %d: %+v", i, e)
+			}
+			if !e.Complete() || e.Duration() < time.Millisecond {
+				t.Errorf("event %d lasted %v, the handler sleeps 1ms: %+v", i, e.Duration(), e)
+			}
+			line, ok := exchange.ParseRequestLine(e.Head)
+			if !ok || line.Target != fmt.Sprintf("/item/%d", i) {
+				t.Errorf("event %d request line %+v", i, line)
+			}
+		}
+		if evs[2].Flags&exchange.FlagFIN == 0 {
+			t.Errorf("last exchange not ended by FIN: %v", evs[2].Flags)
+		}
+
+		if err := ns.do(p.Close); err != nil {
+			t.Fatal(err)
+		}
+		if mode == TCLegacy {
+			out, err := exec.Command("ip", "netns", "exec", ns.name, "tc", "filter", "show", "dev", "lo", "ingress").CombinedOutput()
+			if err == nil && strings.Contains(string(out), "bpf") {
+				t.Errorf("cls_bpf filter left after Close:\n%s", out)
+			}
+		}
+	})
 }
 
 // Closing the sampling gate parks the app program: on TCX its link on lo is
@@ -240,51 +237,66 @@ func TestAttachAppToLoopback(t *testing.T) {
 // fallback stays attached.
 func TestSetGateParksAppProgram(t *testing.T) {
 	requireRoot(t)
+	eachTCMode(t, func(t *testing.T, mode TCMode, name string) {
+		ns, p := loopbackProbe(t, mode)
+		rd, err := p.NewEventReader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
+		serveHTTP(t, ns.listen(t, "127.0.0.1:9080"), func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hello from the app")
+		})
+		setGate := gateSetter(t, ns, p)
+		packets := func() uint64 {
+			t.Helper()
+			s, err := p.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.Packets
+		}
+
+		setGate(GateInnerOnly)
+		setGate(GateClosed)
+		parked := mode == TCAuto
+		if p.Parked() != parked || (len(p.Attachments()) == 0) != parked {
+			t.Fatalf("gate closed: parked %v with %d attachments, want parked %v", p.Parked(), len(p.Attachments()), parked)
+		}
+		before := packets()
+		c, br := openedWhileParked(t, ns, "127.0.0.1:9080")
+		if n := packets() - before; parked && n != 0 {
+			t.Errorf("%d loopback packets ran the parked program", n)
+		} else if !parked && n == 0 {
+			t.Error("no loopback packet reached the clsact program")
+		}
+
+		followedAfterReopening(t, p, setGate, 1, "app", rd, c, br)
+	})
+}
+
+// eachTCMode runs test as a subtest for each way of attaching TC programs:
+// TCX (named "tcx"), then the clsact fallback ("clsact").
+func eachTCMode(t *testing.T, test func(t *testing.T, mode TCMode, name string)) {
 	for _, mode := range []TCMode{TCAuto, TCLegacy} {
 		name := map[TCMode]string{TCAuto: "tcx", TCLegacy: "clsact"}[mode]
-		t.Run(name, func(t *testing.T) {
-			ns, p := loopbackProbe(t, mode)
-			rd, err := p.NewEventReader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rd.Close()
-			serveHTTP(t, ns.listen(t, "127.0.0.1:9080"), func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.WriteString(w, "hello from the app")
-			})
-			setGate := gateSetter(t, ns, p)
-			packets := func() uint64 {
-				t.Helper()
-				s, err := p.Stats()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s.Packets
-			}
-
-			setGate(GateInnerOnly)
-			setGate(GateClosed)
-			parked := mode == TCAuto
-			if p.Parked() != parked || (len(p.Attachments()) == 0) != parked {
-				t.Fatalf("gate closed: parked %v with %d attachments, want parked %v", p.Parked(), len(p.Attachments()), parked)
-			}
-			before := packets()
-			c, err := ns.dial("127.0.0.1:9080")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			br := bufio.NewReader(c)
-			if err := getOn(c, br, "/unseen"); err != nil {
-				t.Fatal(err)
-			}
-			if n := packets() - before; parked && n != 0 {
-				t.Errorf("%d loopback packets ran the parked program", n)
-			} else if !parked && n == 0 {
-				t.Error("no loopback packet reached the clsact program")
-			}
-
-			followedAfterReopening(t, p, setGate, 1, "app", rd, c, br)
-		})
+		t.Run(name, func(t *testing.T) { test(t, mode, name) })
 	}
+}
+
+// openedWhileParked dials addr from ns and gets /unseen on the new
+// connection, which the test then keeps: its SYN and first request pass
+// while the programs are parked.
+func openedWhileParked(t *testing.T, ns *netns, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := ns.dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	if err := getOn(c, br, "/unseen"); err != nil {
+		t.Fatal(err)
+	}
+	return c, br
 }

@@ -203,14 +203,15 @@ func (p *ExchangeProbe) SetGate(g Gate) error {
 	}
 	if p.gate == GateClosed && g != GateClosed {
 		for _, h := range p.parkable {
-			if h.att != nil {
+			if !h.parked {
 				continue
 			}
-			a, err := AttachTC(h.prog, h.ifindex, h.dir, h.mode)
+			// Only TCX links are parked: TCAuto attaches one again.
+			a, err := AttachTC(h.prog, h.att.Ifindex, h.att.Direction, TCAuto)
 			if err != nil {
-				return fmt.Errorf("sampling gate %v: attach %s to ifindex %d %v again: %w", g, progName(h.prog), h.ifindex, h.dir, err)
+				return fmt.Errorf("sampling gate %v: attach %s to ifindex %d %v again: %w", g, progName(h.prog), h.att.Ifindex, h.att.Direction, err)
 			}
-			h.att = a
+			h.att, h.parked = a, false
 		}
 		if err := p.objs.SamplingEpoch.Set(p.epoch + 1); err != nil {
 			return fmt.Errorf("set sampling epoch: %w", err)
@@ -225,13 +226,12 @@ func (p *ExchangeProbe) SetGate(g Gate) error {
 		return nil
 	}
 	for _, h := range p.parkable {
-		if h.att == nil || h.att.Mechanism != MechanismTCX {
+		if h.parked || h.att.Mechanism != MechanismTCX {
 			continue
 		}
-		a := h.att
-		h.att = nil
-		if err := a.Close(); err != nil {
-			return fmt.Errorf("sampling gate closed: detach %s from ifindex %d %v: %w", progName(h.prog), h.ifindex, h.dir, err)
+		h.parked = true
+		if err := h.att.Close(); err != nil {
+			return fmt.Errorf("sampling gate closed: detach %s from ifindex %d %v: %w", progName(h.prog), h.att.Ifindex, h.att.Direction, err)
 		}
 	}
 	return nil
@@ -246,21 +246,19 @@ func progName(prog *ebpf.Program) string {
 }
 
 // parkable is a hook whose program SetGate detaches while the sampling
-// gate is closed: what is needed to attach it again, and its attachment
-// (nil while parked).
+// gate is closed: the program and its attachment (while parked, the
+// released one, whose interface and direction say where it goes back).
 type parkable struct {
-	prog    *ebpf.Program
-	ifindex int
-	dir     TCDirection
-	mode    TCMode
-	att     *TCAttachment
+	prog   *ebpf.Program
+	att    *TCAttachment
+	parked bool
 }
 
 // Parked says whether programs are detached because the sampling gate is
 // closed (SetGate).
 func (p *ExchangeProbe) Parked() bool {
 	for _, h := range p.parkable {
-		if h.att == nil {
+		if h.parked {
 			return true
 		}
 	}
@@ -317,7 +315,7 @@ func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
 		_ = in.Close()
 		return err
 	}
-	p.parkable = append(p.parkable, &parkable{prog: p.objs.EdgeIngress, ifindex: ifindex, dir: Ingress, mode: mode, att: in})
+	p.parkable = append(p.parkable, &parkable{prog: p.objs.EdgeIngress, att: in})
 	p.attachments = append(p.attachments, out)
 	return nil
 }
@@ -330,7 +328,7 @@ func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
 	if err != nil {
 		return err
 	}
-	p.parkable = append(p.parkable, &parkable{prog: p.objs.AppIngress, ifindex: ifindex, dir: Ingress, mode: mode, att: in})
+	p.parkable = append(p.parkable, &parkable{prog: p.objs.AppIngress, att: in})
 	return nil
 }
 
@@ -339,7 +337,7 @@ func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
 func (p *ExchangeProbe) Attachments() []*TCAttachment {
 	all := append([]*TCAttachment(nil), p.attachments...)
 	for _, h := range p.parkable {
-		if h.att != nil {
+		if !h.parked {
 			all = append(all, h.att)
 		}
 	}

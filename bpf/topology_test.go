@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -303,15 +302,7 @@ func TestTopologyGateParksEdgeIngress(t *testing.T) {
 	if !probe.Parked() {
 		t.Skip("clsact: nothing is parked")
 	}
-	c, err := p.client.dial(net.JoinHostPort(podAddr, "8081"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	if err := getOn(c, br, "/unseen"); err != nil {
-		t.Fatal(err)
-	}
+	c, br := openedWhileParked(t, p.client, net.JoinHostPort(podAddr, "8081"))
 	var key ExchangeFlowKey
 	var flow ExchangeFlow
 	if it := probe.objs.Flows.Iterate(); it.Next(&key, &flow) {

@@ -26,19 +26,14 @@ func TestProbeInstallDryRunPrintsManifests(t *testing.T) {
 
 // The sampling threshold reaches the webhook's command line, which passes it to every probe.
 func TestProbeInstallPassesSampling(t *testing.T) {
-	var out bytes.Buffer
-	root := NewCmdMesh(genericiooptions.IOStreams{Out: &out, ErrOut: &out})
-	root.SetArgs([]string{"probe", "install", "--dry-run", "--probe-sample-above-rps", "0"})
-	if err := root.Execute(); err != nil {
+	out, err := runMesh("probe", "install", "--dry-run", "--probe-sample-above-rps", "0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "--probe-sample-above-rps=0") {
-		t.Errorf("dry-run output lacks --probe-sample-above-rps=0:\n%s", out.String())
+	if !strings.Contains(out, "--probe-sample-above-rps=0") {
+		t.Errorf("dry-run output lacks --probe-sample-above-rps=0:\n%s", out)
 	}
-	out.Reset()
-	root = NewCmdMesh(genericiooptions.IOStreams{Out: &out, ErrOut: &out})
-	root.SetArgs([]string{"probe", "install", "--dry-run", "--probe-sample-above-rps", "-5"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--probe-sample-above-rps") {
+	if _, err := runMesh("probe", "install", "--dry-run", "--probe-sample-above-rps", "-5"); err == nil || !strings.Contains(err.Error(), "--probe-sample-above-rps") {
 		t.Fatalf("want a --probe-sample-above-rps error, got %v", err)
 	}
 }

@@ -23,25 +23,7 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	p := newPodUnderTest(t, true)
 	p.proxy.SetDelays(500*time.Microsecond, 500*time.Microsecond)
 	r := startAgent(t, p.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
-	if _, err := p.proxy.Take(); err != nil {
-		t.Fatal(err)
-	}
-	load, err := fixture.RunLoad(p.pod.Client, fixture.LoadOptions{
-		URL: "http://" + net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort)) + "/",
-		QPS: 500, Duration: 8 * time.Second, Connections: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := time.Now()
-	truth, err := p.proxy.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if load.Errors != 0 || len(truth) < int(load.Requests) {
-		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
-	}
-	s := r.decidedAfter(t, end)
+	load, truth, s := r.sampledRun(t, p.proxy, p.pod.Client, "http://"+net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort))+"/")
 	total, _, _ := residenceTotals(truth)
 	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f; pairing %+v; losses %+v",
 		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.Pairing, s.Losses)
@@ -80,22 +62,7 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 	o := newOutboundPod(t, true)
 	o.proxy.SetDelays(500*time.Microsecond, 500*time.Microsecond)
 	r := startAgent(t, o.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
-	if _, err := o.proxy.Take(); err != nil {
-		t.Fatal(err)
-	}
-	load, err := fixture.RunLoad(o.pod.Pod, fixture.LoadOptions{URL: o.url, QPS: 500, Duration: 8 * time.Second, Connections: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := time.Now()
-	truth, err := o.proxy.Take()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if load.Errors != 0 || len(truth) < int(load.Requests) {
-		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
-	}
-	s := r.decidedAfter(t, end)
+	load, truth, s := r.sampledRun(t, o.proxy, o.pod.Pod, o.url)
 	out := s.Outbound
 	if out == nil {
 		t.Fatalf("no outbound calls in the snapshot: %+v", s)
@@ -120,6 +87,30 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 		t.Errorf("sampled outbound proxy added p50 %.3fms, fixture %.3fms over every call: more than 50us apart",
 			out.ProxyAdded.P50, ms(fixture.Median(total)))
 	}
+}
+
+// sampledRun sends the sampled tests' load (500 rps for 8 s on two
+// connections) from client to url, through proxy, and returns fortio's
+// result, the proxy's account of each request and the 10s snapshot that
+// has decided every exchange of the run.
+func (r *running) sampledRun(t *testing.T, proxy *fixture.Proxy, client *fixture.Netns, url string) (fixture.LoadResult, []fixture.Residence, api.Snapshot) {
+	t.Helper()
+	if _, err := proxy.Take(); err != nil { // what came before the run
+		t.Fatal(err)
+	}
+	load, err := fixture.RunLoad(client, fixture.LoadOptions{URL: url, QPS: 500, Duration: 8 * time.Second, Connections: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	truth, err := proxy.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if load.Errors != 0 || len(truth) < int(load.Requests) {
+		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
+	}
+	return load, truth, r.decidedAfter(t, end)
 }
 
 // decidedAfter waits until the 10s window has decided every exchange that
