@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -20,7 +22,7 @@ import (
 
 var (
 	latencyReps = flag.Int("overhead.latency-reps", 24, "BenchmarkProbeLatency: repetitions (the probe's pod alternates; medians of the per-repetition deltas are reported)")
-	latencyArm  = flag.String("overhead.latency-arm", "probe", "BenchmarkProbeLatency: what the measured pod gets: probe (the mesh-probe binary), empty-tc (a program that returns at once on each of the probe's TC hooks: the hooks' own cost) or none (the control: two bare pods, the design's own noise)")
+	latencyArm  = flag.String("overhead.latency-arm", "probe", "BenchmarkProbeLatency: what the measured pod gets: probe (the mesh-probe binary), probe-frozen (the same, stopped with SIGSTOP once ready: its programs without its process), empty-tc (a program that returns at once on each of the probe's TC hooks: the hooks' own cost) or none (the control: two bare pods, the design's own noise)")
 )
 
 // BenchmarkProbeLatency measures what the probe adds to the client's
@@ -47,7 +49,8 @@ var (
 // zero by a small amount; at 2000 rps each the CPUs are mostly idle.
 // -overhead.latency-arm=none attaches nothing (the deltas of two bare
 // pods: the design's resolution), =empty-tc an empty program on each of the
-// probe's TC hooks (what hooking costs before any work).
+// probe's TC hooks (what hooking costs before any work), =probe-frozen the
+// probe stopped (SIGSTOP) once ready: its programs without its process.
 //
 //	go test ./probe/agent -run '^$' -bench ProbeLatency -benchtime 1x
 func BenchmarkProbeLatency(b *testing.B) {
@@ -101,6 +104,23 @@ func latencyAttacher(b *testing.B, arm, bin string) (attach func(*fixture.Pod) (
 			}
 			return p.stop, nil
 		}, nil
+	case "probe-frozen":
+		return func(pod *fixture.Pod) (func() error, error) {
+			p, err := startProbeProcess(pod, bin)
+			if err != nil {
+				return nil, err
+			}
+			// Stopped once ready: its programs stay attached and act on
+			// every packet, and the process takes no CPU (its ring fills
+			// within seconds; the programs then count the records they
+			// cannot send, a path a little shorter than sending them).
+			if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				return nil, errors.Join(err, p.stop())
+			}
+			return func() error {
+				return errors.Join(p.cmd.Process.Signal(syscall.SIGCONT), p.stop())
+			}, nil
+		}, nil
 	case "empty-tc":
 		empty, err := emptyTCProgram()
 		if err != nil {
@@ -111,7 +131,7 @@ func latencyAttacher(b *testing.B, arm, bin string) (attach func(*fixture.Pod) (
 	case "none":
 		return func(*fixture.Pod) (func() error, error) { return func() error { return nil }, nil }, nil
 	}
-	return nil, fmt.Errorf("-overhead.latency-arm=%q: want probe, empty-tc or none", arm)
+	return nil, fmt.Errorf("-overhead.latency-arm=%q: want probe, probe-frozen, empty-tc or none", arm)
 }
 
 // sideBySidePod is one of BenchmarkProbeLatency's two pods.
