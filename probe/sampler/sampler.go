@@ -16,6 +16,10 @@
 // before an outer exchange needs them. What the gate still cuts is counted
 // by the kernel (bpf.ExchangeStats.GateCut).
 //
+// The rate is checked every eighth of a period while the gate is open, so
+// that a step up is sampled soon: the open part it would take was most of
+// what a short burst cost (docs/benchmarks.md, session 16).
+//
 // Rates and CPU per request are then estimates: the requests followed,
 // divided by the time the gate was open. The snapshot says so
 // (probe/recorder).
@@ -91,14 +95,15 @@ type Sampler struct {
 	state     bpf.Gate
 	next      time.Time // when Tick has work next; zero: sampling off
 	periodEnd time.Time
+	openEnd   time.Time // while cycling: when the period's open part ends
 
 	// The rate estimate: outer exchanges seen over the time the gate
 	// was open since the previous decision.
 	lastSeen  uint64
 	openSince time.Duration // open time since lastSeen
 	fraction  float64
-	// While the gate stays open all period, the rate is also checked
-	// over each eighth of it: the count and time of the last check.
+	// While the gate is open, the rate is also checked over each eighth
+	// of a period: the count and time of the last check.
 	checkSeen uint64
 	checkAt   time.Time
 
@@ -141,9 +146,10 @@ func (s *Sampler) NotOpen(now time.Time) time.Duration {
 	return s.closed
 }
 
-// checksPerPeriod: while the gate stays open all period, the rate is
-// checked this many times a period, so that a burst above the threshold
-// starts the cycle within an eighth of a period rather than at its end.
+// checksPerPeriod: while the gate is open, the rate is checked this many
+// times a period, so that a burst above the threshold starts the cycle,
+// or shortens the open part of one, within an eighth of a period rather
+// than at the period's end.
 const checksPerPeriod = 8
 
 // Tick moves the gate if its time has come. outerSeen is the running count
@@ -155,21 +161,36 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 	}
 	switch {
 	case !now.Before(s.periodEnd):
-		return s.startPeriod(now, outerSeen, s.decide(now, outerSeen))
+		return s.startPeriod(now, now, outerSeen, s.decide(now, outerSeen))
 	case s.fraction >= 1:
 		// Open all period: the rate since the previous check alone,
 		// not diluted by a quieter start of the period.
 		if f, ok := s.fractionFor(outerSeen-s.checkSeen, now.Sub(s.checkAt)); ok && f < 1 {
 			s.foldOpen(now)
 			s.lastSeen, s.openSince = outerSeen, 0
-			return s.startPeriod(now, outerSeen, f)
+			// The gate has been open at this rate since the last
+			// check: that counts toward the new period's open part.
+			return s.startPeriod(s.checkAt, now, outerSeen, f)
 		}
 		s.checkSeen, s.checkAt = outerSeen, now
-		s.next = s.periodEnd
-		if check := now.Add(s.cfg.Period / checksPerPeriod); check.Before(s.next) {
-			s.next = check
-		}
+		s.next = s.nextCheck(now, s.periodEnd)
 		return nil
+	case s.state == bpf.GateOpen && now.Before(s.openEnd):
+		// A check within the open part: a rate above the one this
+		// period was decided on (a step up seen first through a check
+		// window that began below it) ends the part sooner, at the new
+		// fraction's share of the period or now. A lower rate waits for
+		// the period's end, as the closed part's floor costs little.
+		if f, ok := s.fractionFor(outerSeen-s.checkSeen, now.Sub(s.checkAt)); ok && f < s.fraction {
+			s.fraction = f
+			s.openEnd = s.periodEnd.Add(-s.cfg.Period).Add(time.Duration(f * float64(s.cfg.Period)))
+		}
+		s.checkSeen, s.checkAt = outerSeen, now
+		if now.Before(s.openEnd) {
+			s.next = s.nextCheck(now, s.openEnd)
+			return nil
+		}
+		fallthrough
 	case s.state == bpf.GateOpen:
 		s.next = now.Add(s.cfg.Settle)
 		return s.set(now, bpf.GateInnerOnly)
@@ -185,17 +206,32 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 	}
 }
 
-// startPeriod opens the gate for the fraction f of a period from now.
-func (s *Sampler) startPeriod(now time.Time, outerSeen uint64, f float64) error {
+// startPeriod starts a period at from, now or (the gate open since) the
+// start of the check that found the rate, with the gate open for the
+// fraction f of it.
+func (s *Sampler) startPeriod(from, now time.Time, outerSeen uint64, f float64) error {
 	s.fraction = f
-	s.periodEnd = now.Add(s.cfg.Period)
+	s.periodEnd = from.Add(s.cfg.Period)
 	s.checkSeen, s.checkAt = outerSeen, now
-	if f >= 1 {
-		s.next = now.Add(s.cfg.Period / checksPerPeriod)
-	} else {
-		s.next = now.Add(time.Duration(f * float64(s.cfg.Period))) // the open part's end
+	s.openEnd = s.periodEnd
+	if f < 1 {
+		s.openEnd = from.Add(time.Duration(f * float64(s.cfg.Period)))
+		if !now.Before(s.openEnd) {
+			// Open for the period's share already.
+			s.next = now.Add(s.cfg.Settle)
+			return s.set(now, bpf.GateInnerOnly)
+		}
 	}
+	s.next = s.nextCheck(now, s.openEnd)
 	return s.set(now, bpf.GateOpen)
+}
+
+// nextCheck is the next check of the rate from now, or end if sooner.
+func (s *Sampler) nextCheck(now, end time.Time) time.Time {
+	if check := now.Add(s.cfg.Period / checksPerPeriod); check.Before(end) {
+		return check
+	}
+	return end
 }
 
 // foldOpen adds the open stretch so far to openSince.

@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -68,24 +69,20 @@ func TestBelowThresholdStaysOpen(t *testing.T) {
 }
 
 // At four times the threshold the gate is open a quarter of each period,
-// passing through inner-only on both sides of the closed part; the cycle
-// starts at the first check of the rate, an eighth of a period in; when the
-// rate falls the gate stays open again.
+// passing through inner-only on both sides of the closed part. The first
+// check of the rate, an eighth of a period in, starts the cycle with a
+// period that began at the check window's start, the gate having been open
+// since; when the rate falls the gate stays open again.
 func TestCyclesAboveThreshold(t *testing.T) {
 	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
 	var seen uint64
-	run(t, s, now, &seen, 2130*time.Millisecond, 20000)
+	run(t, s, now, &seen, 2000*time.Millisecond, 20000)
 	want := []string{
-		"inner-only@380ms", "closed@480ms", "inner-only@1.03s", "open@1.13s",
-		"inner-only@1.38s", "closed@1.48s", "inner-only@2.03s", "open@2.13s",
+		"inner-only@250ms", "closed@350ms", "inner-only@900ms", "open@1s",
+		"inner-only@1.25s", "closed@1.35s", "inner-only@1.9s", "open@2s",
 	}
-	if len(g.moves) != len(want) {
+	if !slices.Equal(g.moves, want) {
 		t.Fatalf("moves %v, want %v", g.moves, want)
-	}
-	for i := range want {
-		if g.moves[i] != want[i] {
-			t.Errorf("move %d: %s, want %s", i, g.moves[i], want[i])
-		}
 	}
 	if d := s.NotOpen(*now); d != 1500*time.Millisecond {
 		t.Errorf("not open %v over two periods, want 1.5s", d)
@@ -96,8 +93,8 @@ func TestCyclesAboveThreshold(t *testing.T) {
 	}
 	g.moves = nil
 	run(t, s, now, &seen, 3*time.Second, 2000)
-	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@3.13s" {
-		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 3.13s on (the period from 2.13s was decided before the fall)", s.Fraction(), g.moves)
+	if s.Fraction() != 1 || len(g.moves) != 4 || g.moves[3] != "open@3s" {
+		t.Errorf("after the rate fell: fraction %v moves %v, want 1 and open from 3s on (the period from 2s was decided before the fall)", s.Fraction(), g.moves)
 	}
 }
 
@@ -127,8 +124,11 @@ func TestValidate(t *testing.T) {
 
 // A step from below the threshold to four times it, in the middle of a
 // period the gate spends open, starts the cycle at the next check of the
-// rate (an eighth of a period later), not at the period's end; the period
-// after is open a quarter, the new rate's fraction.
+// rate (an eighth of a period later), not at the period's end. That check's
+// window began below the new rate, so the period it starts is decided on a
+// mixed rate; the check after, within the open part, sees the new rate alone
+// and ends the open part at a quarter of the period, the new rate's
+// fraction, as are the periods after.
 func TestStepUpSampledAtNextCheck(t *testing.T) {
 	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
 	var seen uint64
@@ -138,8 +138,25 @@ func TestStepUpSampledAtNextCheck(t *testing.T) {
 	}
 	run(t, s, now, &seen, 1400*time.Millisecond, 20000)
 	// The check at 1.65 s sees 2000 rps then 20000 since the one at
-	// 1.52 s: a period starts there, open 0.56 of it, to 2.21 s.
-	if len(g.moves) < 4 || g.moves[0] != "inner-only@2.22s" || g.moves[3] != "open@2.65s" || s.Fraction() != 0.25 {
-		t.Errorf("moves %v fraction %v, want inner-only from 2.22s, a new period at 2.65s open a quarter", g.moves, s.Fraction())
+	// 1.52 s: a period starts at 1.52 s, open 0.56 of it (to 2.08 s); the
+	// check at 1.78 s sees 20000 rps alone: open to 1.77 s, so the gate
+	// leaves open at once.
+	want := []string{"inner-only@1.78s", "closed@1.88s", "inner-only@2.42s", "open@2.52s", "inner-only@2.77s", "closed@2.87s"}
+	if !slices.Equal(g.moves, want) || s.Fraction() != 0.25 {
+		t.Errorf("moves %v fraction %v, want %v and 0.25", g.moves, s.Fraction(), want)
+	}
+}
+
+// A rate that falls during the open part of a cycle does not lengthen it:
+// the next period is decided on it, at the period's end.
+func TestStepDownWaitsForPeriodEnd(t *testing.T) {
+	s, g, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
+	var seen uint64
+	run(t, s, now, &seen, 1050*time.Millisecond, 20000) // a period from 1 s, open a quarter
+	g.moves = nil
+	run(t, s, now, &seen, 1200*time.Millisecond, 2000)
+	want := []string{"inner-only@1.25s", "closed@1.35s", "inner-only@1.9s", "open@2s"}
+	if !slices.Equal(g.moves, want) || s.Fraction() != 1 {
+		t.Errorf("moves %v fraction %v, want %v and 1", g.moves, s.Fraction(), want)
 	}
 }
