@@ -221,12 +221,12 @@ func podOverhead(ps *PodSnapshot, run *[2]time.Time) (smps.PodOverhead, podData)
 	}
 
 	// Sampled (above the probe's MESH_PROBE_SAMPLE_ABOVE_RPS), the counts
-	// are of the requests followed: rates and CPU per request are over
-	// the time they were followed.
+	// are of the requests followed, about Fraction of them: rates and CPU
+	// per request are over that share of the window.
 	followed := snap.DurationSeconds
 	if sm := snap.Sampling; sm != nil && sm.Fraction > 0 && sm.Fraction < 1 {
 		followed *= sm.Fraction
-		notes = append(notes, fmt.Sprintf("sampled: above %g rps the probe follows requests during part of each period, here %.0f%% of the window; requests are those followed, rps and proxy CPU per 1000 requests estimated over that time",
+		notes = append(notes, fmt.Sprintf("sampled: above %g rps the probe follows requests during part of each period, here about %.0f%% of the window's requests; requests are those followed, rps and proxy CPU per 1000 requests estimated from them",
 			sm.AboveRPS, 100*sm.Fraction))
 	}
 	in := snap.Inbound()

@@ -174,6 +174,8 @@ type Agent struct {
 	outProxy bool
 	cpuTot   map[uint64]time.Duration
 	notOpen  time.Duration               // the sampler's, as of the last record
+	followed uint64                      // outer exchanges received, as of the last record
+	estimate float64                     // what they stand for (sampler.Sampler.Estimated)
 	known    map[uint64]api.ContainerCPU // identities of cgroups
 	notes    []string
 }
@@ -652,8 +654,10 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 		Overload: overload, IdleLate: a.stats.IdleLate, SamplingCut: a.stats.GateCut,
 	}
 	a.notOpen = a.sampler.NotOpen(time.Now())
+	a.followed = a.outerSeen()
+	a.estimate = a.sampler.Estimated(a.followed)
 	t := recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, DecidedThrough: decided,
-		NotOpen: a.notOpen}
+		NotOpen: a.notOpen, Followed: a.followed, Estimated: a.estimate}
 	a.mu.Unlock()
 	a.met.Observe(results)
 	a.rec.Record(time.Now(), results, t)
@@ -730,7 +734,7 @@ func (a *Agent) sample() {
 	now := time.Now()
 	a.notOpen = a.sampler.NotOpen(now)
 	a.rec.Record(now, nil, recorder.Totals{Counts: a.counts, OutboundCounts: a.outCount, Losses: a.losses, CPU: usage,
-		NotOpen: a.notOpen})
+		NotOpen: a.notOpen, Followed: a.followed, Estimated: a.estimate})
 }
 
 // Snapshot returns the measurements of one window.
@@ -776,7 +780,7 @@ func (a *Agent) totals() metrics.Totals {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t := metrics.Totals{Counts: a.counts, Outbound: a.outCount, Losses: a.losses, Exchange: a.stats, ProxyDetected: a.proxy,
-		NotOpen: a.notOpen}
+		NotOpen: a.notOpen, Estimated: a.estimate}
 	for id, d := range a.cpuTot {
 		c := a.known[id]
 		t.CPU = append(t.CPU, metrics.CPU{CgroupID: id, Name: c.Name, Role: c.Role, Seconds: d.Seconds()})

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"math"
 	"net"
 	"strconv"
 	"testing"
@@ -25,8 +26,8 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	r := startAgent(t, p.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
 	load, truth, s := r.sampledRun(t, p.proxy, p.pod.Client, "http://"+net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort))+"/")
 	total, _, _ := residenceTotals(truth)
-	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f; pairing %+v; losses %+v",
-		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.Pairing, s.Losses)
+	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f (truth over its %.1f s window %.0f); pairing %+v; losses %+v",
+		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.DurationSeconds, float64(len(truth))/s.DurationSeconds, s.Pairing, s.Losses)
 	t.Logf("proxy added p50: probe %.3fms fixture %.3fms", s.ProxyAdded.P50, ms(fixture.Median(total)))
 
 	if s.Sampling == nil || s.Sampling.Fraction <= 0 || s.Sampling.Fraction >= 0.9 || s.Sampling.AboveRPS != 100 {
@@ -35,6 +36,7 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	if s.Requests == 0 || s.Requests > uint64(len(truth))*3/4 {
 		t.Errorf("followed %d of %d requests: want a part of them", s.Requests, len(truth))
 	}
+	checkEstimatedRPS(t, s.RPS, len(truth), s.DurationSeconds)
 	if got := s.Measured + s.Pairing.AmbiguousEdge + s.Pairing.UnmatchedEdge; got != s.Requests {
 		t.Errorf("%d requests followed, %d accounted for", s.Requests, got)
 	}
@@ -68,8 +70,8 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 		t.Fatalf("no outbound calls in the snapshot: %+v", s)
 	}
 	total, _, _ := residenceTotals(truth)
-	t.Logf("%d calls (%.0f rps); probe followed %d, measured %d, sampling %+v; pairing %+v; losses %+v",
-		len(truth), load.ActualQPS, out.Requests, out.Measured, s.Sampling, out.Pairing, s.Losses)
+	t.Logf("%d calls (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f (truth over its %.1f s window %.0f); pairing %+v; losses %+v",
+		len(truth), load.ActualQPS, out.Requests, out.Measured, s.Sampling, out.RPS, s.DurationSeconds, float64(len(truth))/s.DurationSeconds, out.Pairing, s.Losses)
 	t.Logf("outbound proxy added p50: probe %.3fms fixture %.3fms", out.ProxyAdded.P50, ms(fixture.Median(total)))
 	if s.Sampling == nil || s.Sampling.Fraction >= 0.9 {
 		t.Errorf("sampling %+v: want a fraction of the window", s.Sampling)
@@ -77,6 +79,7 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 	if out.Requests == 0 || out.Requests > uint64(len(truth))*3/4 {
 		t.Errorf("followed %d of %d calls: want a part of them", out.Requests, len(truth))
 	}
+	checkEstimatedRPS(t, out.RPS, len(truth), s.DurationSeconds)
 	if u := out.Pairing.UnmatchedEdge + out.Pairing.UnmatchedApp; u > out.Measured/100+2 || s.Losses.SamplingCut != 0 {
 		t.Errorf("the gate left %d unmatched and cut %d of %d measured", u, s.Losses.SamplingCut, out.Measured)
 	}
@@ -111,6 +114,20 @@ func (r *running) sampledRun(t *testing.T, proxy *fixture.Proxy, client *fixture
 		t.Fatalf("load %+v, proxy handled %d", load, len(truth))
 	}
 	return load, truth, r.decidedAfter(t, end)
+}
+
+// checkEstimatedRPS compares a sampled snapshot's rate with the truth: n
+// requests, all in its window of the given length. The estimate's error is
+// at the window's edges: the load's last period counts its open part for
+// all of it, up to 0.8 of a 2 s period at 500 rps after the load ended, a
+// fifth of its 4000 requests (the first period errs the other way). The
+// followed requests over the time open erred by as much, and more the
+// longer the quiet time around the load (probe/recorder).
+func checkEstimatedRPS(t *testing.T, rps float64, n int, seconds float64) {
+	t.Helper()
+	if want := float64(n) / seconds; math.Abs(rps-want) > want/5 {
+		t.Errorf("estimated %.0f rps, %.0f over the window: more than a fifth apart", rps, want)
+	}
 }
 
 // decidedAfter waits until the 10s window has decided every exchange that

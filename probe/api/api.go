@@ -238,9 +238,14 @@ type Losses struct {
 // follows them during a part of each period that keeps its cost near what
 // AboveRPS costs (probe/sampler). Requests, Measured and the pairing
 // counts are then the exchanges followed; RPS and CPU per 1000 requests
-// are estimated from them over the time they were followed.
+// are estimated from them, each followed exchange standing for 1/f, f the
+// share of its sampling period the probe followed new ones.
 type Sampling struct {
-	// Fraction of the window during which new requests were followed.
+	// Fraction of the window's requests (and outbound calls) followed, as
+	// estimated: Requests / Fraction estimates all of them, and the window
+	// times Fraction is the time over which Requests make the rate. Under
+	// steady traffic, also the share of the window during which new
+	// requests were followed.
 	Fraction float64 `json:"fraction"`
 	AboveRPS float64 `json:"aboveRps"`
 }

@@ -47,6 +47,9 @@ type Totals struct {
 	// NotOpen: total time the sampling gate kept new requests from
 	// being followed (sampler.Sampler.NotOpen).
 	NotOpen time.Duration
+	// Estimated: the outer exchanges (inbound requests and outbound
+	// calls) the followed ones stand for (sampler.Sampler.Estimated).
+	Estimated float64
 }
 
 // Metrics owns the registry and the latency histograms.
@@ -128,6 +131,8 @@ var (
 		"Packets seen by the TC programs.", nil, nil)
 	descNotFollowed = prometheus.NewDesc("mesh_probe_sampling_not_followed_seconds_total",
 		"Seconds during which the probe followed no new request (above its sampling threshold): the request counters' rates cover the rest of the time.", nil, nil)
+	descEstimated = prometheus.NewDesc("mesh_probe_sampling_estimated_exchanges_total",
+		"Inbound requests and outbound calls, estimated: each one followed counts 1/f, f the share of its sampling period during which new ones were followed (1 below the sampling threshold).", nil, nil)
 	descCPU = prometheus.NewDesc("mesh_probe_cpu_seconds_total",
 		"On-CPU time of the pod's cgroups (containers) since the probe started.", []string{"cgroup_id", "container", "role"}, nil)
 	descProxy = prometheus.NewDesc("mesh_probe_proxy_detected",
@@ -144,7 +149,7 @@ type totalsCollector struct{ totals func() Totals }
 
 func (c *totalsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descExchanges, descMeasured, descUnmatched, descAmbiguous,
-		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descNotFollowed, descCPU, descProxy,
+		descAmbiguousSettled, descAmbiguousSeconds, descUnusable, descLost, descIdleFlushed, descPackets, descNotFollowed, descEstimated, descCPU, descProxy,
 		descOutCalls, descOutMeasured, descOutUnpaired} {
 		ch <- d
 	}
@@ -191,6 +196,7 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descIdleFlushed, t.Exchange.IdleFlushed)
 	counter(descPackets, t.Exchange.Packets)
 	ch <- prometheus.MustNewConstMetric(descNotFollowed, prometheus.CounterValue, t.NotOpen.Seconds())
+	ch <- prometheus.MustNewConstMetric(descEstimated, prometheus.CounterValue, t.Estimated)
 	for _, cpu := range t.CPU {
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu.Seconds,
 			strconv.FormatUint(cpu.CgroupID, 10), cpu.Name, cpu.Role)

@@ -52,6 +52,7 @@ func TestExposition(t *testing.T) {
 			CPU:           []CPU{{CgroupID: 42, Name: "istio-proxy", Role: "proxy", Seconds: 1.5}},
 			ProxyDetected: true,
 			NotOpen:       2500 * time.Millisecond,
+			Estimated:     40,
 		}
 	})
 	m.Observe([]pairing.Result{{EdgeDuration: 3 * time.Millisecond, AppDuration: 2 * time.Millisecond,
@@ -66,6 +67,7 @@ func TestExposition(t *testing.T) {
 		"mesh_probe_cpu_seconds_total{cgroup_id=42,container=istio-proxy,role=proxy}": 1.5,
 		"mesh_probe_proxy_detected":                                                   1,
 		"mesh_probe_sampling_not_followed_seconds_total":                              2.5,
+		"mesh_probe_sampling_estimated_exchanges_total":                               40,
 		"mesh_probe_proxy_added_seconds":                                              1,
 		"mesh_probe_proxy_added_seconds_sum":                                          0.001,
 		"mesh_probe_edge_duration_seconds_sum":                                        0.003,

@@ -74,6 +74,10 @@ type Aggregate struct {
 	// NotOpen: time the sampling gate kept new requests from being
 	// followed (Totals.NotOpen's growth).
 	NotOpen time.Duration
+	// Followed and Estimated: the growth of Totals.Followed and
+	// Totals.Estimated.
+	Followed  uint64
+	Estimated float64
 }
 
 // NewAggregate returns an empty aggregate.
@@ -88,6 +92,8 @@ func (a *Aggregate) Merge(o *Aggregate) {
 	}
 	a.Losses = addLosses(a.Losses, o.Losses)
 	a.NotOpen += o.NotOpen
+	a.Followed += o.Followed
+	a.Estimated += o.Estimated
 	if o.DecidedThrough.After(a.DecidedThrough) {
 		a.DecidedThrough = o.DecidedThrough
 	}
@@ -101,6 +107,7 @@ func (a *Aggregate) Reset() {
 	a.Losses = api.Losses{}
 	a.DecidedThrough = time.Time{}
 	a.NotOpen = 0
+	a.Followed, a.Estimated = 0, 0
 }
 
 // Totals are the running totals the agent holds; the recorder keeps the
@@ -116,6 +123,12 @@ type Totals struct {
 	// NotOpen: total time the sampling gate was not open
 	// (sampler.Sampler.NotOpen).
 	NotOpen time.Duration
+	// Followed: the outer exchanges (inbound requests, outbound calls)
+	// received; Estimated: how many exchanges they stand for
+	// (sampler.Sampler.Estimated), Followed itself while nothing was
+	// sampled.
+	Followed  uint64
+	Estimated float64
 }
 
 // Recorder is safe for concurrent use: the agent records, the HTTP server
@@ -144,8 +157,12 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 	out := subCounts(t.OutboundCounts, r.last.OutboundCounts)
 	losses := subLosses(t.Losses, r.last.Losses)
 	notOpen := max(t.NotOpen-r.last.NotOpen, 0)
+	followed := t.Followed - min(r.last.Followed, t.Followed)
+	estimated := max(t.Estimated-r.last.Estimated, 0)
 	r.rolling.Update(now, func(a *Aggregate) {
 		a.NotOpen += notOpen
+		a.Followed += followed
+		a.Estimated += estimated
 		for i := range results {
 			if results[i].Edge.Direction == exchange.Outbound {
 				a.Outbound.record(&results[i])
@@ -174,6 +191,8 @@ func (r *Recorder) Record(now time.Time, results []pairing.Result, t Totals) {
 	})
 	r.last.Counts, r.last.OutboundCounts, r.last.Losses = t.Counts, t.OutboundCounts, t.Losses
 	r.last.NotOpen = max(t.NotOpen, r.last.NotOpen)
+	r.last.Followed = max(t.Followed, r.last.Followed)
+	r.last.Estimated = max(t.Estimated, r.last.Estimated)
 	if t.CPU != nil {
 		r.last.CPU = maps.Clone(t.CPU)
 	}
@@ -201,11 +220,19 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 	}
 	a := w.Agg
 	// Rates are over the time requests were followed: all of the window
-	// unless the sampling gate closed in it.
+	// unless the sampling gate closed in it. Sampled, that time is the
+	// window's times the share of its requests followed, which the
+	// sampler estimates period by period; the time the gate was open
+	// would count the quiet parts of a window, when it stays open, as
+	// fully as a burst's open parts.
 	followed := w.Covered
 	var sampling *api.Sampling
 	if a.NotOpen > 0 && w.Covered > 0 {
-		followed = max(w.Covered-a.NotOpen, w.Covered/100)
+		share := 1 - a.NotOpen.Seconds()/w.Covered.Seconds() // no requests to tell by
+		if a.Estimated > 0 {
+			share = min(float64(a.Followed)/a.Estimated, 1)
+		}
+		followed = max(time.Duration(share*float64(w.Covered)), w.Covered/100)
 		sampling = &api.Sampling{
 			Fraction: math.Round(1000*followed.Seconds()/w.Covered.Seconds()) / 1000,
 			AboveRPS: ctx.SampleAboveRPS,
@@ -240,7 +267,7 @@ func (r *Recorder) Snapshot(now time.Time, spec window.Spec, ctx Context) (api.S
 	}
 	if sampling != nil {
 		s.Notes = append(slices.Clone(s.Notes), fmt.Sprintf(
-			"above %g requests per second the probe follows requests during part of each period: %.0f%% of this window; requests and pairing counts are those followed, rps and CPU per 1000 requests estimates",
+			"above %g requests per second the probe follows requests during part of each period: about %.0f%% of this window's requests; requests and pairing counts are those followed, rps and CPU per 1000 requests estimates",
 			ctx.SampleAboveRPS, 100*sampling.Fraction))
 	}
 	if !a.DecidedThrough.IsZero() {

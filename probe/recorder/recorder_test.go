@@ -454,3 +454,44 @@ func TestSnapshotSampled(t *testing.T) {
 		t.Errorf("notes %q do not say the window was sampled", s.Notes)
 	}
 }
+
+// Sampled in part of the window: 6 s at 10 rps, the gate open all along,
+// then a burst of 4 s at 4000 rps with the gate open a quarter of each
+// second (1000 followed a second, standing for 4000 each: the sampler's
+// estimate). The rate is the window's estimated requests over its length,
+// 1606 rps; over the time the gate was open it would be 580, the quiet
+// seconds counting as fully as the burst's open quarters.
+func TestSnapshotSampledBurst(t *testing.T) {
+	origin := time.Unix(1_700_000_000, 0)
+	r := New(origin)
+	var tot Totals
+	tot.CPU = map[uint64]time.Duration{}
+	for sec := range 10 {
+		followed, estimated := 10, 10.0
+		if sec >= 6 {
+			followed, estimated = 1000, 4000
+			tot.NotOpen += 750 * time.Millisecond
+			tot.CPU[7] += 500 * time.Millisecond
+		}
+		tot.Counts.Edge += uint64(followed)
+		tot.Followed += uint64(followed)
+		tot.Estimated += estimated
+		r.Record(origin.Add(time.Duration(sec)*time.Second+999*time.Millisecond), nil, tot)
+	}
+	s, err := r.Snapshot(origin.Add(10*time.Second), spec("10s"), Context{
+		ProxyDetected: true, SampleAboveRPS: 1000,
+		Containers: map[uint64]api.ContainerCPU{7: {Name: "istio-proxy", Role: "proxy"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sampling == nil || s.Sampling.Fraction != 0.253 {
+		t.Errorf("sampling %+v, want 4060 of 16060 requests followed (0.253)", s.Sampling)
+	}
+	if s.Requests != 4060 || math.Abs(s.RPS-1606) > 1 {
+		t.Errorf("%d requests at %v rps, want 4060 followed, 1606 rps estimated", s.Requests, s.RPS)
+	}
+	if len(s.CPU) != 1 || math.Abs(s.CPU[0].CPUMsPer1000Requests-124.53) > 0.1 {
+		t.Errorf("cpu %+v, want 2000 ms over 16060 requests: 124.53 ms per 1000", s.CPU)
+	}
+}

@@ -107,6 +107,12 @@ type Sampler struct {
 	checkSeen uint64
 	checkAt   time.Time
 
+	// The outer exchanges the ones received stand for (Estimated): each
+	// counts 1/f, f the open share of the period it was followed in.
+	estimated  float64
+	estSeen    uint64 // received exchanges already in estimated
+	periodSeen uint64 // received when the current period started
+
 	closed time.Duration // total time not open, before the current stretch
 	// stretchFrom: since when the gate has been open (counted in
 	// openSince up to here), or not open (not yet in closed).
@@ -152,16 +158,44 @@ func (s *Sampler) NotOpen(now time.Time) time.Duration {
 // than at the period's end.
 const checksPerPeriod = 8
 
+// Estimated is how many outer exchanges the outerSeen received so far
+// stand for: those followed while the gate was open all period count one
+// each, those of a sampled period 1/f each, f the share of that period the
+// gate was open. Rates estimated from it hold across a window in which
+// the rate changed, such as a burst in a quiet minute; the followed
+// exchanges over the time open would weigh the quiet time, when the gate
+// stays open, as much as the burst's open parts.
+//
+// An exchange is weighed by the period it is received in: it ends up to a
+// settle time after the open part in which it started, and reaches the
+// probe within a scan interval, both well inside the period's closed part.
+func (s *Sampler) Estimated(outerSeen uint64) float64 {
+	return s.estimated + float64(outerSeen-s.estSeen)/s.fraction
+}
+
+// weigh adds the exchanges received since the last call to the estimate,
+// at the current period's weight.
+func (s *Sampler) weigh(outerSeen uint64) {
+	s.estimated, s.estSeen = s.Estimated(outerSeen), outerSeen
+}
+
+// reweigh gives the exchanges received since fromSeen (already weighed)
+// the weight of the fraction f instead of the current one.
+func (s *Sampler) reweigh(fromSeen uint64, f float64) {
+	s.estimated += float64(s.estSeen-fromSeen) * (1/f - 1/s.fraction)
+}
+
 // Tick moves the gate if its time has come. outerSeen is the running count
 // of outer exchanges the probe has received (inbound requests and outbound
 // calls), from which the next period's fraction is decided.
 func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
+	s.weigh(outerSeen)
 	if s.next.IsZero() || now.Before(s.next) {
 		return nil
 	}
 	switch {
 	case !now.Before(s.periodEnd):
-		return s.startPeriod(now, now, outerSeen, s.decide(now, outerSeen))
+		return s.startPeriod(now, outerSeen, now, outerSeen, s.decide(now, outerSeen))
 	case s.fraction >= 1:
 		// Open all period: the rate since the previous check alone,
 		// not diluted by a quieter start of the period.
@@ -170,7 +204,7 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 			s.lastSeen, s.openSince = outerSeen, 0
 			// The gate has been open at this rate since the last
 			// check: that counts toward the new period's open part.
-			return s.startPeriod(s.checkAt, now, outerSeen, f)
+			return s.startPeriod(s.checkAt, s.checkSeen, now, outerSeen, f)
 		}
 		s.checkSeen, s.checkAt = outerSeen, now
 		s.next = s.nextCheck(now, s.periodEnd)
@@ -182,6 +216,7 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 		// fraction's share of the period or now. A lower rate waits for
 		// the period's end, as the closed part's floor costs little.
 		if f, ok := s.fractionFor(outerSeen-s.checkSeen, now.Sub(s.checkAt)); ok && f < s.fraction {
+			s.reweigh(s.periodSeen, f)
 			s.fraction = f
 			s.openEnd = s.periodEnd.Add(-s.cfg.Period).Add(time.Duration(f * float64(s.cfg.Period)))
 		}
@@ -208,9 +243,10 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 
 // startPeriod starts a period at from, now or (the gate open since) the
 // start of the check that found the rate, with the gate open for the
-// fraction f of it.
-func (s *Sampler) startPeriod(from, now time.Time, outerSeen uint64, f float64) error {
-	s.fraction = f
+// fraction f of it; fromSeen exchanges had been received by then.
+func (s *Sampler) startPeriod(from time.Time, fromSeen uint64, now time.Time, outerSeen uint64, f float64) error {
+	s.reweigh(fromSeen, f) // those received since from belong to this period
+	s.fraction, s.periodSeen = f, fromSeen
 	s.periodEnd = from.Add(s.cfg.Period)
 	s.checkSeen, s.checkAt = outerSeen, now
 	s.openEnd = s.periodEnd

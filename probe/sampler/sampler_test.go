@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -159,4 +160,30 @@ func TestStepDownWaitsForPeriodEnd(t *testing.T) {
 	if !slices.Equal(g.moves, want) || s.Fraction() != 1 {
 		t.Errorf("moves %v fraction %v, want %v and 1", g.moves, s.Fraction(), want)
 	}
+}
+
+// Estimated stands for every exchange, followed or not: at a steady rate
+// the exchanges of each sampled period count 1/f each; a burst in a quiet
+// time is estimated as the burst, where the followed exchanges over the
+// time open would spread it over the quiet time too, when the gate stays
+// open (a third of the truth here).
+func TestEstimated(t *testing.T) {
+	s, _, now := newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
+	var seen uint64
+	run(t, s, now, &seen, 10*time.Second, 20000)
+	if got, want := s.Estimated(seen), 200000.0; math.Abs(got-want) > want/100 {
+		t.Errorf("10 s at 20000 rps: estimated %.0f, want %.0f within 1%% (followed %d)", got, want, seen)
+	}
+
+	s, _, now = newTestSampler(t, Config{AboveRPS: 5000, Period: time.Second})
+	seen = 0
+	run(t, s, now, &seen, 5*time.Second, 0)
+	run(t, s, now, &seen, 3*time.Second, 20000)
+	run(t, s, now, &seen, 5*time.Second, 0)
+	truth := 60000.0
+	if got := s.Estimated(seen); math.Abs(got-truth) > truth/10 {
+		t.Errorf("3 s at 20000 rps in 13 s: estimated %.0f, want %.0f within 10%% (followed %d)", got, truth, seen)
+	}
+	overOpen := float64(seen) / (13*time.Second - s.NotOpen(*now)).Seconds() * 13
+	t.Logf("burst: estimated %.0f, followed %d, followed over the time open %.0f, truth %.0f", s.Estimated(seen), seen, overOpen, truth)
 }
