@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -96,30 +95,23 @@ func BenchmarkProbeLatency(b *testing.B) {
 // pod for -overhead.latency-arm: attach returns the function that undoes it.
 func latencyAttacher(b *testing.B, arm, bin string) (attach func(*fixture.Pod) (func() error, error), err error) {
 	switch arm {
-	case "probe":
+	case "probe", "probe-frozen":
 		return func(pod *fixture.Pod) (func() error, error) {
 			p, err := startProbeProcess(pod, bin)
 			if err != nil {
 				return nil, err
 			}
-			return p.stop, nil
-		}, nil
-	case "probe-frozen":
-		return func(pod *fixture.Pod) (func() error, error) {
-			p, err := startProbeProcess(pod, bin)
-			if err != nil {
-				return nil, err
+			if arm == "probe" {
+				return p.stop, nil
 			}
-			// Stopped once ready: its programs stay attached and act on
+			// Frozen once ready: its programs stay attached and act on
 			// every packet, and the process takes no CPU (its ring fills
 			// within seconds; the programs then count the records they
 			// cannot send, a path a little shorter than sending them).
-			if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			if err := p.freeze(); err != nil {
 				return nil, errors.Join(err, p.stop())
 			}
-			return func() error {
-				return errors.Join(p.cmd.Process.Signal(syscall.SIGCONT), p.stop())
-			}, nil
+			return func() error { return errors.Join(p.thaw(), p.stop()) }, nil
 		}, nil
 	case "empty-tc":
 		empty, err := emptyTCProgram()

@@ -194,12 +194,12 @@ func runArm(arm overheadArm, pod *fixture.Pod, proxy *fixture.Proxy, bin, url st
 	}
 	before := meter.sample()
 	if p != nil && *overheadFrozen {
-		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+		_ = p.freeze()
 	}
 	fixed.Duration = *overheadDuration
 	res, err = fixture.RunLoad(pod.Client, fixed)
 	if p != nil && *overheadFrozen {
-		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.thaw()
 	}
 	if err != nil {
 		return res, 0, c, err
@@ -447,6 +447,11 @@ func (p *probeProcess) requestsSeen() (uint64, error) {
 	}
 	return 0, fmt.Errorf("no mesh_probe_requests_total in /metrics")
 }
+
+// freeze stops the probe's process (SIGSTOP) and thaw lets it go on: its
+// eBPF programs act meanwhile, its process takes no CPU.
+func (p *probeProcess) freeze() error { return p.cmd.Process.Signal(syscall.SIGSTOP) }
+func (p *probeProcess) thaw() error   { return p.cmd.Process.Signal(syscall.SIGCONT) }
 
 // stop sends SIGTERM to the probe's PID, as the kubelet does, and waits:
 // it must detach and exit 0.
