@@ -237,6 +237,17 @@ func (p *ExchangeProbe) SetGate(g Gate) error {
 	return nil
 }
 
+// Gate reads the sampling gate as the programs see it: what SetGate last
+// set, once set. Safe to call while another goroutine moves the gate (an
+// observer's view; a test's ground truth of which exchanges it let in).
+func (p *ExchangeProbe) Gate() (Gate, error) {
+	var g uint32
+	if err := p.objs.SamplingGate.Get(&g); err != nil {
+		return 0, fmt.Errorf("read sampling gate: %w", err)
+	}
+	return Gate(g), nil
+}
+
 // progName names a program in errors.
 func progName(prog *ebpf.Program) string {
 	if info, err := prog.Info(); err == nil && info.Name != "" {
