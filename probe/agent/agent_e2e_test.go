@@ -453,10 +453,24 @@ func TestEndToEndAfterQuietSpells(t *testing.T) {
 	s := r.settled(t, len(truth))
 	total, _, _ := residenceTotals(truth)
 	t.Logf("%d requests at 2 rps, %d quiet scans: probe p50 %.3fms, fixture %.3fms", len(truth), quietBefore, s.ProxyAdded.P50, ms(fixture.Median(total)))
-	if s.Requests != uint64(len(truth)) || s.Measured != uint64(len(truth)) ||
-		!within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
-		t.Errorf("after quiet spells: %d requests, %d measured (want %d each), p50 %.3fms (fixture %.3fms); pairing %+v",
-			s.Requests, s.Measured, len(truth), s.ProxyAdded.P50, ms(fixture.Median(total)), s.Pairing)
+	if s.Requests != uint64(len(truth)) || s.Measured != uint64(len(truth)) {
+		t.Errorf("after quiet spells: %d requests, %d measured (want %d each); pairing %+v",
+			s.Requests, s.Measured, len(truth), s.Pairing)
+	}
+	// What this test guards is that each request is measured as itself
+	// (a request paired with another's leg would be off by hundreds of
+	// milliseconds at 2 rps), not the 50 us accuracy the tests at 100 and
+	// 2000 rps hold. The fixture stamps at its sockets and the probe at
+	// eth0 and lo, so the probe also counts the kernel's receive path in
+	// between (fixture.Residence), ~7 us at 100 rps; at 2 rps every packet
+	// walks it after half a second idle, and the probe is 20-50 us above
+	// the fixture here on an idle machine, 67 us in one CI run beside
+	// other packages' tests. So the probe may be up to 150 us above the
+	// fixture, and 50 us below.
+	median := fixture.Median(total)
+	if d := s.ProxyAdded.P50 - ms(median); d > ms(150*time.Microsecond)+ms(median)*histogram.RelativeError ||
+		d < -ms(50*time.Microsecond)-ms(median)*histogram.RelativeError {
+		t.Errorf("after quiet spells: p50 %.3fms, fixture %.3fms: not the same requests' time", s.ProxyAdded.P50, ms(median))
 	}
 }
 
