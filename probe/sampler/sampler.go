@@ -20,9 +20,9 @@
 // that a step up is sampled soon: the open part it would take was most of
 // what a short burst cost (docs/benchmarks.md, session 16).
 //
-// Rates and CPU per request are then estimates: the requests followed,
-// divided by the time the gate was open. The snapshot says so
-// (probe/recorder).
+// Rates and CPU per request are then estimates: each request followed
+// stands for 1/f requests, f the share of its period the gate was open
+// (Sampler.Estimated). The snapshot says so (probe/recorder).
 package sampler
 
 import (
@@ -222,7 +222,7 @@ func (s *Sampler) Tick(now time.Time, outerSeen uint64) error {
 		if f, ok := s.fractionFor(outerSeen-s.checkSeen, now.Sub(s.checkAt)); ok && f < s.fraction {
 			s.reweigh(s.periodSeen, f)
 			s.fraction = f
-			s.openEnd = s.periodEnd.Add(-s.cfg.Period).Add(time.Duration(f * float64(s.cfg.Period)))
+			s.openEnd = s.openPartEnd(f)
 		}
 		s.checkSeen, s.checkAt = outerSeen, now
 		if now.Before(s.openEnd) {
@@ -254,7 +254,7 @@ func (s *Sampler) startPeriod(from time.Time, fromSeen uint64, now time.Time, ou
 	s.checkSeen, s.checkAt = outerSeen, now
 	s.openEnd = s.periodEnd
 	if f < 1 {
-		s.openEnd = from.Add(time.Duration(f * float64(s.cfg.Period)))
+		s.openEnd = s.openPartEnd(f)
 		if !now.Before(s.openEnd) {
 			return s.endOpenPart(now) // open for the period's share already
 		}
@@ -268,10 +268,18 @@ func (s *Sampler) startPeriod(from time.Time, fromSeen uint64, now time.Time, ou
 // the loop waking after openEnd (at 500 rps with a fifth open, the planned
 // share overestimated the rate by 6-8%).
 func (s *Sampler) endOpenPart(now time.Time) error {
-	open := now.Sub(s.periodEnd.Add(-s.cfg.Period))
+	open := now.Sub(s.periodStart())
 	s.reweigh(s.periodSeen, min(max(float64(open)/float64(s.cfg.Period), s.fraction), 1))
 	s.next = now.Add(s.cfg.Settle)
 	return s.set(now, bpf.GateInnerOnly)
+}
+
+// periodStart is when the current period began.
+func (s *Sampler) periodStart() time.Time { return s.periodEnd.Add(-s.cfg.Period) }
+
+// openPartEnd is when the current period's open part ends at the fraction f.
+func (s *Sampler) openPartEnd(f float64) time.Time {
+	return s.periodStart().Add(time.Duration(f * float64(s.cfg.Period)))
 }
 
 // nextCheck is the next check of the rate from now, or end if sooner.
