@@ -28,12 +28,7 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	p.proxy.SetDelays(500*time.Microsecond, 500*time.Microsecond)
 	r := startAgent(t, p.pod, Options{Sampling: sampler.Config{AboveRPS: 100}})
 	load, truth, admitted, s := r.sampledRun(t, p.proxy, p.pod.Client, "http://"+net.JoinHostPort(fixture.PodAddr, strconv.Itoa(servicePort))+"/")
-	total, _, _ := residenceTotals(admitted)
-	all, _, _ := residenceTotals(truth)
-	t.Logf("%d requests (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f (truth over its %.1f s window %.0f); pairing %+v; losses %+v",
-		len(truth), load.ActualQPS, s.Requests, s.Measured, s.Sampling, s.RPS, s.DurationSeconds, float64(len(truth))/s.DurationSeconds, s.Pairing, s.Losses)
-	t.Logf("proxy added p50: probe %.3fms, fixture %.3fms over the %d requests let in (%.3fms over all)",
-		s.ProxyAdded.P50, ms(fixture.Median(total)), len(admitted), ms(fixture.Median(all)))
+	letIn := logSampledRun(t, "", "requests", load, truth, admitted, s.Inbound(), s)
 
 	if s.Sampling == nil || s.Sampling.Fraction <= 0 || s.Sampling.Fraction >= 0.9 || s.Sampling.AboveRPS != 100 {
 		t.Errorf("sampling %+v: want a fraction of the window, threshold 100", s.Sampling)
@@ -54,9 +49,9 @@ func TestEndToEndSampledProxyAddedLatency(t *testing.T) {
 	if v := r.metric(t, "mesh_probe_sampling_not_followed_seconds_total "); v <= 0 {
 		t.Errorf("mesh_probe_sampling_not_followed_seconds_total %v, want the time the gate was not open", v)
 	}
-	if !within(s.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+	if !within(s.ProxyAdded.P50, letIn, 50*time.Microsecond) {
 		t.Errorf("sampled proxy added p50 %.3fms, fixture %.3fms over the requests let in: more than 50us apart",
-			s.ProxyAdded.P50, ms(fixture.Median(total)))
+			s.ProxyAdded.P50, ms(letIn))
 	}
 }
 
@@ -74,12 +69,7 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 	if out == nil {
 		t.Fatalf("no outbound calls in the snapshot: %+v", s)
 	}
-	total, _, _ := residenceTotals(admitted)
-	all, _, _ := residenceTotals(truth)
-	t.Logf("%d calls (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f (truth over its %.1f s window %.0f); pairing %+v; losses %+v",
-		len(truth), load.ActualQPS, out.Requests, out.Measured, s.Sampling, out.RPS, s.DurationSeconds, float64(len(truth))/s.DurationSeconds, out.Pairing, s.Losses)
-	t.Logf("outbound proxy added p50: probe %.3fms, fixture %.3fms over the %d calls let in (%.3fms over all)",
-		out.ProxyAdded.P50, ms(fixture.Median(total)), len(admitted), ms(fixture.Median(all)))
+	letIn := logSampledRun(t, "outbound ", "calls", load, truth, admitted, *out, s)
 	if s.Sampling == nil || s.Sampling.Fraction >= 0.9 {
 		t.Errorf("sampling %+v: want a fraction of the window", s.Sampling)
 	}
@@ -93,9 +83,9 @@ func TestEndToEndSampledOutbound(t *testing.T) {
 	if out.Pairing.OutsideSample == 0 {
 		t.Error("no upstream exchange counted outside the sample")
 	}
-	if !within(out.ProxyAdded.P50, fixture.Median(total), 50*time.Microsecond) {
+	if !within(out.ProxyAdded.P50, letIn, 50*time.Microsecond) {
 		t.Errorf("sampled outbound proxy added p50 %.3fms, fixture %.3fms over the calls let in: more than 50us apart",
-			out.ProxyAdded.P50, ms(fixture.Median(total)))
+			out.ProxyAdded.P50, ms(letIn))
 	}
 }
 
@@ -132,6 +122,23 @@ func (r *running) sampledRun(t *testing.T, proxy *fixture.Proxy, client *fixture
 		}
 	}
 	return load, truth, admitted, r.decidedAfter(t, end)
+}
+
+// logSampledRun logs what a sampled run sent, what the probe made of one
+// direction of it (tr, of the snapshot s) and the proxy's own median over
+// the requests let in and over all, and returns the first: the truth the
+// sampled tests hold the probe to. dir prefixes "proxy added", what names
+// the requests.
+func logSampledRun(t *testing.T, dir, what string, load fixture.LoadResult, truth, admitted []fixture.Residence, tr api.Traffic, s api.Snapshot) (letIn time.Duration) {
+	t.Helper()
+	total, _, _ := residenceTotals(admitted)
+	all, _, _ := residenceTotals(truth)
+	t.Logf("%d %s (%.0f rps); probe followed %d, measured %d, sampling %+v, rps %.0f (truth over its %.1f s window %.0f); pairing %+v; losses %+v",
+		len(truth), what, load.ActualQPS, tr.Requests, tr.Measured, s.Sampling, tr.RPS, s.DurationSeconds, float64(len(truth))/s.DurationSeconds, tr.Pairing, s.Losses)
+	letIn = fixture.Median(total)
+	t.Logf("%sproxy added p50: probe %.3fms, fixture %.3fms over the %d %s let in (%.3fms over all)",
+		dir, tr.ProxyAdded.P50, ms(letIn), len(admitted), what, ms(fixture.Median(all)))
+	return letIn
 }
 
 // watchGate reads the programs' sampling gate every millisecond until the
