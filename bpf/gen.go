@@ -27,4 +27,5 @@ package bpf
 
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type exchange_event -type flow_key -type flow -type exchange_stat -type port_role -type exchange_flag -type leg -type direction -type flush_args -type staging -type staging_owner -type sample_gate Exchange c/exchange.bpf.c -- -I./c
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror" -type cpu_key -type cpu_config -type cpu_stat Cpu c/cpu.bpf.c -- -I./c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type segment_record -type ring_head -type segment_hook -type segment_stat Segments c/segments.bpf.c -- -I./c
 //go:generate sh -c "sha256sum gen.go c/*.h c/*.c > sources.sha256"

@@ -212,4 +212,49 @@ struct cpu_config {
  * after its ancestors: non-zero there means the levels are complete. */
 #define CPU_ANCESTRY_SELF CPU_MAX_LEVELS
 
+/*
+ * Version of struct segment_record (segments.bpf.c), bumped with its layout.
+ */
+#define SEGMENT_RECORD_VERSION 1
+
+/* Which TC hook recorded a segment. */
+enum segment_hook {
+	HOOK_EDGE_INGRESS = 1, /* the pod's eth0, ingress */
+	HOOK_EDGE_EGRESS = 2,  /* the pod's eth0, egress */
+	HOOK_APP = 3,          /* the pod's lo (ingress: each packet once) */
+};
+
+/*
+ * One TCP segment as segments.bpf.c records it for the probe's process,
+ * which follows the connections itself (probe/flowtrack). 64 bytes, one
+ * cache line: a slot of a CPU's ring. A segment with payload takes the
+ * next slot too, for the payload's first head_len bytes (a request's head,
+ * a response's status line).
+ */
+struct segment_record {
+	__u64 time_ns;     /* bpf_ktime_get_ns() when the program ran */
+	__u32 seq;         /* host order */
+	__u32 payload_len; /* TCP payload bytes */
+	__u16 sport;       /* host order */
+	__u16 dport;       /* host order */
+	__u8 tcp_flags;
+	__u8 family;    /* 4 or 6 */
+	__u8 hook;      /* enum segment_hook */
+	__u8 src_roles; /* enum port_role bits of sport when recorded */
+	__u8 dst_roles; /* enum port_role bits of dport when recorded */
+	__u8 gate;      /* enum sample_gate when recorded */
+	__u8 head_len;  /* payload bytes in the next slot; 0: no next slot */
+	__u8 version;   /* SEGMENT_RECORD_VERSION */
+	__u32 epoch;    /* the sampling gate's reopening count when recorded */
+	__u8 saddr[16]; /* IPv6, or IPv4-mapped IPv6; network order */
+	__u8 daddr[16];
+};
+
+/* A CPU's producer position in the segment ring, alone in its cache line:
+ * only that CPU's TC programs write it, the reader only reads it. */
+struct ring_head {
+	__u64 produced; /* slots written since the probe started */
+	__u64 _pad[7];
+};
+
 #endif /* KMESH_COMMON_H */

@@ -16,8 +16,12 @@
 // scan with the same semantics, so that the BPF run tests' packets and
 // expectations carry over; what differs is written where it does.
 //
-// The agent does not use it yet: the programs that record segments and the
-// reader of their rings are the next step (issue 6).
+// The programs that record the segments are bpf/c/segments.bpf.c (loaded by
+// bpf.SegmentProbe, read by bpf.SegmentReader, decoded by DecodeRecord);
+// bpf's TestSegmentsMatchExchanges runs the same frames through them and
+// this package and through the kernel's state machine and finds the same
+// exchanges. The agent does not use them yet (issue 6): it still runs
+// exchange.bpf.c.
 //
 // A Tracker is not safe for concurrent use: one goroutine feeds it, in time
 // order, and runs its idle scan.

@@ -5,30 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kubectl-mesh/kubectl-mesh/bpf"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 )
-
-// TestConstantsMatchBPF ties the roles and gate states a segment carries to
-// the kernel's (bpf/c/common.h, through bpf2go's declarations).
-func TestConstantsMatchBPF(t *testing.T) {
-	for _, c := range []struct {
-		name      string
-		got, want uint32
-	}{
-		{"edge", uint32(RoleEdge), uint32(bpf.PortEdge)},
-		{"app", uint32(RoleApp), uint32(bpf.PortApp)},
-		{"learnt", uint32(RoleLearnt), uint32(bpf.PortLearnt)},
-		{"outbound", uint32(RoleOutbound), uint32(bpf.PortOutbound)},
-		{"gate open", uint32(GateOpen), uint32(bpf.GateOpen)},
-		{"gate inner-only", uint32(GateInnerOnly), uint32(bpf.GateInnerOnly)},
-		{"gate closed", uint32(GateClosed), uint32(bpf.GateClosed)},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d here, %d in the kernel's", c.name, c.got, c.want)
-		}
-	}
-}
 
 // The scenarios of bpf's run tests (exchange_run_test.go, gate_run_test.go,
 // outbound_run_test.go, flush_test.go), with the segments given as the

@@ -1,0 +1,296 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// SegmentOptions configure LoadSegmentProbe.
+type SegmentOptions struct {
+	// SlotsPerCPU is each CPU's share of the segment ring, in 64-byte
+	// slots: a power of two, 4096 (256 KiB) if zero. A request takes about
+	// six at 2000 rps (four segments, two of them with a head slot), so
+	// the default holds about 680 requests per CPU between reads.
+	SlotsPerCPU uint32
+	// Outbound records every TCP segment of eth0 and lo with payload or a
+	// SYN, FIN or RST, for the process to tell the pod's outbound calls
+	// (flowtrack.Config.Outbound).
+	Outbound bool
+	// KernelTypes: see ExchangeOptions.
+	KernelTypes *btf.Cache
+}
+
+// SegmentProbe owns the loaded segment programs (c/segments.bpf.c) and
+// their ring. The agent does not use it yet (issue 6): it is the kernel
+// half of the design where the process follows the connections
+// (probe/flowtrack).
+type SegmentProbe struct {
+	objs    segmentsObjects
+	bss     *ebpf.Memory
+	rolesAt int64
+	cpus    int
+	slots   uint32
+}
+
+// segmentsObjects adds the programs' .bss map to the generated objects.
+type segmentsObjects struct {
+	SegmentsObjects
+	BSS *ebpf.Map `ebpf:".bss"`
+}
+
+func (o *segmentsObjects) close() error {
+	return errors.Join(o.SegmentsObjects.Close(), o.BSS.Close())
+}
+
+// LoadSegmentProbe loads the segment programs and maps without attaching
+// them. Needs CAP_BPF.
+func LoadSegmentProbe(opts SegmentOptions) (*SegmentProbe, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	slots := opts.SlotsPerCPU
+	if slots == 0 {
+		slots = 4096
+	}
+	if slots < 2 || slots&(slots-1) != 0 || slots > 1<<20 {
+		return nil, fmt.Errorf("segment ring: %d slots per CPU, want a power of two from 2 to %d", slots, 1<<20)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("segment ring: count possible CPUs: %w", err)
+	}
+	spec, err := LoadSegments()
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps[SegmentsMapSegmentRing].MaxEntries = uint32(cpus) * slots
+	spec.Maps[SegmentsMapRingHeads].MaxEntries = uint32(cpus)
+	outbound := uint8(0)
+	if opts.Outbound {
+		outbound = 1
+	}
+	for name, v := range map[string]any{
+		SegmentsVarSlotsPerCpu:    slots,
+		SegmentsVarRingCpus:       uint32(cpus),
+		SegmentsVarRecordOutbound: outbound,
+	} {
+		sv, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("segments object has no %s variable: regenerate it (make generate)", name)
+		}
+		if err := sv.Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	p := &SegmentProbe{cpus: cpus, slots: slots}
+	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Cache: opts.KernelTypes}); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load segment programs: verifier: %+v", verr)
+		}
+		return nil, fmt.Errorf("load segment programs (needs CAP_BPF): %w", err)
+	}
+	roles, ok := spec.Variables[SegmentsVarRolesByPort]
+	if !ok {
+		_ = p.objs.close()
+		return nil, errors.New("segments object has no roles_by_port variable: regenerate it (make generate)")
+	}
+	if p.bss, err = p.objs.BSS.Memory(); err != nil {
+		_ = p.objs.close()
+		return nil, fmt.Errorf("map the segment programs' .bss (a memory-mappable .bss needs Linux 5.5): %w", err)
+	}
+	p.rolesAt = int64(roles.Offset)
+	return p, nil
+}
+
+// SetPort sets the roles of a port of interest (host order).
+func (p *SegmentProbe) SetPort(port uint16, roles PortRole) error {
+	if roles > 0xff {
+		return fmt.Errorf("set port %d: roles 0x%x do not fit the programs' byte per port", port, uint32(roles))
+	}
+	if _, err := p.bss.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
+		return fmt.Errorf("set port %d: %w", port, err)
+	}
+	return nil
+}
+
+// AddProxySource registers an address the sidecar connects to the
+// application from (Istio: 127.0.0.6): its SYN on lo to an unconfigured port
+// makes that port an app port (PortApp|PortLearnt).
+func (p *SegmentProbe) AddProxySource(addr netip.Addr) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("add proxy source: invalid address")
+	}
+	if err := p.objs.ProxySources.Put(addr.As16(), uint8(1)); err != nil {
+		return fmt.Errorf("add proxy source %s: %w", addr, err)
+	}
+	return nil
+}
+
+// SegmentStats are the segment programs' counters summed over CPUs.
+type SegmentStats struct {
+	Packets       uint64 // packets seen by any TC program
+	NotTCP        uint64 // not IPv4/IPv6 TCP, or not parseable
+	IPv6ExtHeader uint64 // IPv6 with extension headers, not parsed
+	IPFragment    uint64 // IPv4 fragments, not parsed
+	BareACK       uint64 // no payload, SYN, FIN or RST: nothing to record
+	GateClosed    uint64 // segments that met the sampling gate closed
+	NoPort        uint64 // TCP without a port of interest
+	Recorded      uint64 // segments written to the ring
+	NoRing        uint64 // segments on a CPU the ring has no region for
+	HeadFailed    uint64 // payload not loaded: recorded without a head
+	PortsLearnt   uint64
+}
+
+// Stats reads the counters.
+func (p *SegmentProbe) Stats() (SegmentStats, error) {
+	var s SegmentStats
+	for idx, dst := range map[SegmentsSegmentStat]*uint64{
+		SegmentsSegmentStatSEG_STAT_PACKETS:      &s.Packets,
+		SegmentsSegmentStatSEG_STAT_NOT_TCP:      &s.NotTCP,
+		SegmentsSegmentStatSEG_STAT_IPV6EXT_HDR:  &s.IPv6ExtHeader,
+		SegmentsSegmentStatSEG_STAT_IP_FRAGMENT:  &s.IPFragment,
+		SegmentsSegmentStatSEG_STAT_BARE_ACK:     &s.BareACK,
+		SegmentsSegmentStatSEG_STAT_GATE_CLOSED:  &s.GateClosed,
+		SegmentsSegmentStatSEG_STAT_NO_PORT:      &s.NoPort,
+		SegmentsSegmentStatSEG_STAT_RECORDED:     &s.Recorded,
+		SegmentsSegmentStatSEG_STAT_NO_RING:      &s.NoRing,
+		SegmentsSegmentStatSEG_STAT_HEAD_FAILED:  &s.HeadFailed,
+		SegmentsSegmentStatSEG_STAT_PORTS_LEARNT: &s.PortsLearnt,
+	} {
+		v, err := sumPerCPU(p.objs.SegmentStats, uint32(idx))
+		if err != nil {
+			return s, fmt.Errorf("read segment stat %d: %w", idx, err)
+		}
+		*dst = v
+	}
+	return s, nil
+}
+
+// Close releases the programs and maps.
+func (p *SegmentProbe) Close() error { return p.objs.close() }
+
+// segmentSlot is the size of a ring slot: one struct segment_record.
+const segmentSlot = int(unsafe.Sizeof(SegmentsSegmentRecord{}))
+
+// recordHeadLen is how many payload bytes follow the record at the start
+// of b in the next slot, or -1 if b does not start with a record (the
+// decoding is probe/flowtrack's, DecodeRecord, which this package does not
+// import: probe/exchange's tests import this package).
+func recordHeadLen(b []byte) int {
+	var rec SegmentsSegmentRecord
+	if len(b) < segmentSlot || b[unsafe.Offsetof(rec.Version)] != 1 || int(b[unsafe.Offsetof(rec.HeadLen)]) > segmentSlot {
+		return -1
+	}
+	return int(b[unsafe.Offsetof(rec.HeadLen)])
+}
+
+// SegmentReader reads the segment ring. Not safe for concurrent use.
+type SegmentReader struct {
+	ring, heads []byte // read-only memory maps of segment_ring and ring_heads
+	cpus        int
+	slots       uint64
+	consumed    []uint64
+	buf         []byte // the slots copied out of the ring by the last Read
+	lost        uint64
+	corrupt     uint64
+}
+
+// NewSegmentReader maps the ring for reading. Close it before the probe.
+func (p *SegmentProbe) NewSegmentReader() (*SegmentReader, error) {
+	ringInfo, err := p.objs.SegmentRing.Info()
+	if err != nil {
+		return nil, fmt.Errorf("segment ring: %w", err)
+	}
+	ring, err := unix.Mmap(p.objs.SegmentRing.FD(), 0, int(ringInfo.MaxEntries)*segmentSlot, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map the segment ring: %w", err)
+	}
+	heads, err := unix.Mmap(p.objs.RingHeads.FD(), 0, p.cpus*int(unsafe.Sizeof(SegmentsRingHead{})), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		_ = unix.Munmap(ring)
+		return nil, fmt.Errorf("map the segment ring's heads: %w", err)
+	}
+	return &SegmentReader{ring: ring, heads: heads, cpus: p.cpus, slots: uint64(p.slots), consumed: make([]uint64, p.cpus)}, nil
+}
+
+// Lost is how many slots the reader fell a whole ring behind by and never
+// read (records and heads alike), and Corrupt how many slots were not a
+// record where one was due (after such a loss, the first may be a head).
+func (r *SegmentReader) Lost() uint64    { return r.lost }
+func (r *SegmentReader) Corrupt() uint64 { return r.corrupt }
+
+// Read appends to out the records every CPU published since the last Read,
+// each as its 64 bytes followed by its head's (flowtrack.DecodeRecord
+// decodes them), one CPU after another and each CPU's in the order written,
+// which is time order for that CPU. They point into the reader's buffer,
+// valid until the next Read.
+func (r *SegmentReader) Read(out [][]byte) [][]byte {
+	r.buf = r.buf[:0]
+	type span struct{ from, to int }
+	var spans []span
+	for cpu := range r.cpus {
+		head := (*uint64)(unsafe.Pointer(&r.heads[cpu*int(unsafe.Sizeof(SegmentsRingHead{}))]))
+		produced := atomic.LoadUint64(head)
+		from := r.consumed[cpu]
+		if produced-from > r.slots {
+			r.lost += produced - from - r.slots
+			from = produced - r.slots
+		}
+		start := len(r.buf)
+		for n := from; n < produced; n++ {
+			at := (cpu*int(r.slots) + int(n&(r.slots-1))) * segmentSlot
+			r.buf = append(r.buf, r.ring[at:at+segmentSlot]...)
+		}
+		// Slot n is written again for record n+slots. Those the
+		// programs may have rewritten while they were copied, up to the
+		// two (a record and its head) of a write not yet published,
+		// may hold halves of newer records: drop them, counted.
+		if again := atomic.LoadUint64(head); again+2 > from+r.slots {
+			over := min(again+2-r.slots, produced) - from
+			r.lost += over
+			start += int(over) * segmentSlot
+		}
+		r.consumed[cpu] = produced
+		spans = append(spans, span{start, len(r.buf)})
+	}
+	for _, sp := range spans {
+		b := r.buf[sp.from:sp.to]
+		for len(b) >= segmentSlot {
+			headLen := recordHeadLen(b)
+			switch {
+			case headLen < 0:
+				r.corrupt++
+				b = b[segmentSlot:]
+				continue
+			case headLen > 0 && len(b) < 2*segmentSlot:
+				r.corrupt++
+				b = nil
+				continue
+			}
+			// The record and its head's bytes, contiguous: the head
+			// slot follows the record's in the copy.
+			rec := b[: segmentSlot+headLen : segmentSlot+headLen]
+			if headLen > 0 {
+				b = b[2*segmentSlot:]
+			} else {
+				b = b[segmentSlot:]
+			}
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// Close unmaps the ring.
+func (r *SegmentReader) Close() error {
+	return errors.Join(unix.Munmap(r.ring), unix.Munmap(r.heads))
+}
