@@ -60,16 +60,9 @@ type ExchangeProbe struct {
 	// packet without a map lookup, written here without a system call and
 	// without touching the bytes of other ports (the programs learn ports
 	// concurrently).
-	roles       *ebpf.Memory
-	rolesAt     int64
-	attachments []*TCAttachment // eth0 egress's
-	// parkable are the hooks whose programs are detached while the
-	// sampling gate is closed (SetGate): lo's and eth0 ingress's.
-	parkable []*parkable
-	// gate is the sampling gate last set (SetGate) and epoch the number of
-	// times it reopened: both live in the programs' .bss.
-	gate  Gate
-	epoch uint32
+	roles   *ebpf.Memory
+	rolesAt int64
+	tcHooks
 }
 
 // Gate is the state of the programs' sampling gate (enum sample_gate in
@@ -150,6 +143,8 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 		return nil, fmt.Errorf("map the programs' port roles (a memory-mappable .bss needs Linux 5.5): %w", err)
 	}
 	p.rolesAt = int64(roles.Offset)
+	p.tcHooks = tcHooks{edgeIn: p.objs.EdgeIngress, edgeOut: p.objs.EdgeEgress, app: p.objs.AppIngress,
+		gateVar: p.objs.SamplingGate, epochVar: p.objs.SamplingEpoch}
 	return p, nil
 }
 
@@ -173,107 +168,6 @@ func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
 		return fmt.Errorf("set port %d: %w", port, err)
 	}
 	return nil
-}
-
-// SetGate moves the sampling gate. Reopening a closed gate starts a new
-// epoch first: a connection seen in an older one missed segments while the
-// gate was closed, and its exchange in progress is cut (Stats().GateCut)
-// rather than emitted with a wrong end. Not safe for concurrent use.
-//
-// Closing it also parks the programs of lo and of eth0 ingress: their TCX
-// links are released, and made again before the gate leaves closed. With
-// the gate closed they would only parse each packet and let it go;
-// detached, those packets run nothing, and only eth0 egress, whose
-// outbound SYNs must be seen (outbound connections are followed only from
-// their SYN), still parses (docs/benchmarks.md, session 15). What that
-// costs: SYNs, FINs and RSTs on those hooks go unseen meanwhile, so a
-// connection that starts while parked is first seen mid-stream (and
-// followed from its next request line, as after any gate cycle), one that
-// ends stays in the flow table until evicted or its tuple is reused, and a
-// proxy's connection to an unconfigured port teaches it at the next SYN
-// seen. Clsact filters (kernels before 6.6) stay attached: deleting and
-// adding filters would change the qdisc's chain under other users.
-// Attaching acts in the calling thread's network namespace, as AttachEdge
-// and AttachApp: call it from the pod's. Closing and reopening each take
-// about 20 ms here (releasing a link waits for an RCU grace period): time
-// the caller's loop spends waiting, not CPU, twice a sampling period.
-func (p *ExchangeProbe) SetGate(g Gate) error {
-	if g > GateClosed {
-		return fmt.Errorf("set sampling gate: unknown state %d", uint32(g))
-	}
-	if p.gate == GateClosed && g != GateClosed {
-		for _, h := range p.parkable {
-			if !h.parked {
-				continue
-			}
-			// Only TCX links are parked: TCAuto attaches one again.
-			a, err := AttachTC(h.prog, h.att.Ifindex, h.att.Direction, TCAuto)
-			if err != nil {
-				return fmt.Errorf("sampling gate %v: attach %s to ifindex %d %v again: %w", g, progName(h.prog), h.att.Ifindex, h.att.Direction, err)
-			}
-			h.att, h.parked = a, false
-		}
-		if err := p.objs.SamplingEpoch.Set(p.epoch + 1); err != nil {
-			return fmt.Errorf("set sampling epoch: %w", err)
-		}
-		p.epoch++
-	}
-	if err := p.objs.SamplingGate.Set(uint32(g)); err != nil {
-		return fmt.Errorf("set sampling gate %v: %w", g, err)
-	}
-	p.gate = g
-	if g != GateClosed {
-		return nil
-	}
-	for _, h := range p.parkable {
-		if h.parked || h.att.Mechanism != MechanismTCX {
-			continue
-		}
-		h.parked = true
-		if err := h.att.Close(); err != nil {
-			return fmt.Errorf("sampling gate closed: detach %s from ifindex %d %v: %w", progName(h.prog), h.att.Ifindex, h.att.Direction, err)
-		}
-	}
-	return nil
-}
-
-// Gate reads the sampling gate as the programs see it: what SetGate last
-// set, once set. Safe to call while another goroutine moves the gate (an
-// observer's view; a test's ground truth of which exchanges it let in).
-func (p *ExchangeProbe) Gate() (Gate, error) {
-	var g uint32
-	if err := p.objs.SamplingGate.Get(&g); err != nil {
-		return 0, fmt.Errorf("read sampling gate: %w", err)
-	}
-	return Gate(g), nil
-}
-
-// progName names a program in errors.
-func progName(prog *ebpf.Program) string {
-	if info, err := prog.Info(); err == nil && info.Name != "" {
-		return info.Name
-	}
-	return "a program"
-}
-
-// parkable is a hook whose program SetGate detaches while the sampling
-// gate is closed: the program and its attachment (while parked, the
-// released one, whose interface and direction say where it goes back).
-type parkable struct {
-	prog   *ebpf.Program
-	att    *TCAttachment
-	parked bool
-}
-
-// Parked says whether programs are detached because the sampling gate is
-// closed (SetGate).
-func (p *ExchangeProbe) Parked() bool {
-	for _, h := range p.parkable {
-		if h.parked {
-			return true
-		}
-	}
-	return false
 }
 
 // RemovePort forgets a port of interest. Connections already tracked keep
@@ -312,47 +206,6 @@ func (p *ExchangeProbe) AddProxySource(addr netip.Addr) error {
 		return fmt.Errorf("add proxy source %s: %w", addr, err)
 	}
 	return nil
-}
-
-// AttachEdge attaches the edge programs to both TC hooks of the pod's eth0
-// (ifindex in the calling thread's network namespace). Needs CAP_NET_ADMIN.
-func (p *ExchangeProbe) AttachEdge(ifindex int, mode TCMode) error {
-	in, err := AttachTC(p.objs.EdgeIngress, ifindex, Ingress, mode)
-	if err != nil {
-		return err
-	}
-	out, err := AttachTC(p.objs.EdgeEgress, ifindex, Egress, mode)
-	if err != nil {
-		_ = in.Close()
-		return err
-	}
-	p.parkable = append(p.parkable, &parkable{prog: p.objs.EdgeIngress, att: in})
-	p.attachments = append(p.attachments, out)
-	return nil
-}
-
-// AttachApp attaches the app program to TC ingress of the pod's lo
-// (ifindex in the calling thread's network namespace, normally 1). Needs
-// CAP_NET_ADMIN.
-func (p *ExchangeProbe) AttachApp(ifindex int, mode TCMode) error {
-	in, err := AttachTC(p.objs.AppIngress, ifindex, Ingress, mode)
-	if err != nil {
-		return err
-	}
-	p.parkable = append(p.parkable, &parkable{prog: p.objs.AppIngress, att: in})
-	return nil
-}
-
-// Attachments lists the TC attachments in place: those made, less the
-// ones parked while the sampling gate is closed (SetGate).
-func (p *ExchangeProbe) Attachments() []*TCAttachment {
-	all := append([]*TCAttachment(nil), p.attachments...)
-	for _, h := range p.parkable {
-		if !h.parked {
-			all = append(all, h.att)
-		}
-	}
-	return all
 }
 
 // NewEventReader opens the events ring buffer. Each record holds one or
@@ -518,13 +371,7 @@ func (p *ExchangeProbe) Stats() (ExchangeStats, error) {
 
 // Close detaches every program and releases the maps.
 func (p *ExchangeProbe) Close() error {
-	var errs []error
-	for _, a := range p.Attachments() {
-		errs = append(errs, a.Close())
-	}
-	p.attachments, p.parkable = nil, nil
-	errs = append(errs, p.objs.close())
-	return errors.Join(errs...)
+	return errors.Join(p.detach(), p.objs.close())
 }
 
 // sumPerCPU adds up one uint64 entry of a per-CPU map.

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -28,16 +29,18 @@ type SegmentOptions struct {
 	KernelTypes *btf.Cache
 }
 
-// SegmentProbe owns the loaded segment programs (c/segments.bpf.c) and
-// their ring. The agent does not use it yet (issue 6): it is the kernel
-// half of the design where the process follows the connections
-// (probe/flowtrack).
+// SegmentProbe owns the loaded segment programs (c/segments.bpf.c), their
+// ring and their TC attachments: the kernel's half of the design where the
+// process follows the connections (probe/flowtrack).
 type SegmentProbe struct {
-	objs    segmentsObjects
-	bss     *ebpf.Memory
-	rolesAt int64
-	cpus    int
-	slots   uint32
+	objs      segmentsObjects
+	bss       *ebpf.Memory
+	rolesAt   int64
+	cgroupsAt int64           // offset of edge_cgroup_by_port in the .bss
+	edgePorts map[uint16]bool // ports set with PortEdge
+	cpus      int
+	slots     uint32
+	tcHooks
 }
 
 // segmentsObjects adds the programs' .bss map to the generated objects.
@@ -90,7 +93,7 @@ func LoadSegmentProbe(opts SegmentOptions) (*SegmentProbe, error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	p := &SegmentProbe{cpus: cpus, slots: slots}
+	p := &SegmentProbe{cpus: cpus, slots: slots, edgePorts: map[uint16]bool{}}
 	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Cache: opts.KernelTypes}); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -99,15 +102,18 @@ func LoadSegmentProbe(opts SegmentOptions) (*SegmentProbe, error) {
 		return nil, fmt.Errorf("load segment programs (needs CAP_BPF): %w", err)
 	}
 	roles, ok := spec.Variables[SegmentsVarRolesByPort]
-	if !ok {
+	cgroups, ok2 := spec.Variables[SegmentsVarEdgeCgroupByPort]
+	if !ok || !ok2 {
 		_ = p.objs.close()
-		return nil, errors.New("segments object has no roles_by_port variable: regenerate it (make generate)")
+		return nil, errors.New("segments object has no roles_by_port or edge_cgroup_by_port variable: regenerate it (make generate)")
 	}
 	if p.bss, err = p.objs.BSS.Memory(); err != nil {
 		_ = p.objs.close()
 		return nil, fmt.Errorf("map the segment programs' .bss (a memory-mappable .bss needs Linux 5.5): %w", err)
 	}
-	p.rolesAt = int64(roles.Offset)
+	p.rolesAt, p.cgroupsAt = int64(roles.Offset), int64(cgroups.Offset)
+	p.tcHooks = tcHooks{edgeIn: p.objs.EdgeIngressSegment, edgeOut: p.objs.EdgeEgressSegment, app: p.objs.AppSegment,
+		gateVar: p.objs.SamplingGate, epochVar: p.objs.SamplingEpoch}
 	return p, nil
 }
 
@@ -119,7 +125,28 @@ func (p *SegmentProbe) SetPort(port uint16, roles PortRole) error {
 	if _, err := p.bss.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
 		return fmt.Errorf("set port %d: %w", port, err)
 	}
+	p.edgePorts[port] = roles&PortEdge != 0
 	return nil
+}
+
+// EdgeServerCgroups returns, per edge port, the cgroup v2 id of the socket
+// that answered on it last: the proxy's container when a sidecar
+// intercepts the port, the application's when nothing does.
+func (p *SegmentProbe) EdgeServerCgroups() (map[uint16]uint64, error) {
+	out := map[uint16]uint64{}
+	var b [8]byte
+	for port, edge := range p.edgePorts {
+		if !edge {
+			continue
+		}
+		if _, err := p.bss.ReadAt(b[:], p.cgroupsAt+8*int64(port)); err != nil {
+			return nil, fmt.Errorf("read the cgroup answering on port %d: %w", port, err)
+		}
+		if id := binary.NativeEndian.Uint64(b[:]); id != 0 {
+			out[port] = id
+		}
+	}
+	return out, nil
 }
 
 // AddProxySource registers an address the sidecar connects to the
@@ -175,8 +202,8 @@ func (p *SegmentProbe) Stats() (SegmentStats, error) {
 	return s, nil
 }
 
-// Close releases the programs and maps.
-func (p *SegmentProbe) Close() error { return p.objs.close() }
+// Close detaches every program and releases the maps.
+func (p *SegmentProbe) Close() error { return errors.Join(p.detach(), p.objs.close()) }
 
 // segmentSlot is the size of a ring slot: one struct segment_record.
 const segmentSlot = int(unsafe.Sizeof(SegmentsSegmentRecord{}))
