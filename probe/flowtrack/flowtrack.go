@@ -131,6 +131,7 @@ type Stats struct {
 	GateClosed      uint64 // segments recorded with the gate closed that start nothing
 	GateSkipped     uint64 // outer exchanges not followed: the gate admitted inner ones only
 	GateCut         uint64 // exchanges dropped, their end unsure: the gate closed on them
+	LostCut         uint64 // exchanges dropped, their segments unsure: some were lost (Lost)
 }
 
 // Config sets a Tracker up.

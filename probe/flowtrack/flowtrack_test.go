@@ -426,17 +426,17 @@ func TestFlushIdle(t *testing.T) {
 	c.fromClient(r, EdgeIngress, ACK, req1)
 	c.fromServer(r, EdgeEgress, ACK, resp1[:10])
 	last := r.now - 1000
-	if n := r.tr.FlushIdle(last+idle-1, idle, GateOpen, 0); n != 0 {
-		t.Fatalf("flushed %d before the idle time", n)
+	if n, w := r.tr.FlushIdle(last+idle-1, idle, GateOpen, 0); n != 0 || w != 1 {
+		t.Fatalf("flushed %d before the idle time, %d waiting", n, w)
 	}
-	if n := r.tr.FlushIdle(last+idle, idle, GateClosed, 0); n != 0 {
+	if n, _ := r.tr.FlushIdle(last+idle, idle, GateClosed, 0); n != 0 {
 		t.Fatalf("flushed %d with the gate closed", n)
 	}
-	if n := r.tr.FlushIdle(last+idle, idle, GateOpen, 0); n != 1 {
-		t.Fatalf("flushed %d, want 1", n)
+	if n, w := r.tr.FlushIdle(last+idle, idle, GateOpen, 0); n != 1 || w != 0 {
+		t.Fatalf("flushed %d, want 1; %d waiting", n, w)
 	}
-	if n := r.tr.FlushIdle(last+2*idle, idle, GateOpen, 0); n != 0 {
-		t.Fatalf("flushed the same exchange again")
+	if n, w := r.tr.FlushIdle(last+2*idle, idle, GateOpen, 0); n != 0 || w != 0 {
+		t.Fatalf("flushed the same exchange again (%d), %d waiting", n, w)
 	}
 	evs := r.events()
 	wantEvents(t, evs, 1)
@@ -653,6 +653,34 @@ func TestEvictsLeastRecentlySeen(t *testing.T) {
 	}
 	b.fromClient(r, EdgeIngress, ACK, req1) // b again: mid-stream now
 	if s := r.tr.Stats(); s.PredatesProbe != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// After a loss every exchange in progress is cut, counted, and each
+// connection is followed again from its next request after a response.
+func TestLost(t *testing.T) {
+	r := newRig(t, map[uint16]Role{8080: RoleEdge}, Config{})
+	a := newConn("192.0.2.10:40025", "192.0.2.20:8080")
+	b := newConn("192.0.2.10:40026", "192.0.2.20:8080")
+	a.open(r)
+	b.open(r)
+	a.fromClient(r, EdgeIngress, ACK, req1)
+	b.fromClient(r, EdgeIngress, ACK, req1)
+	b.fromServer(r, EdgeEgress, ACK, resp1)
+	r.tr.Lost()
+	a.fromClient(r, EdgeIngress, ACK, "0123456789") // the rest of a request, or not: unsure
+	a.fromServer(r, EdgeEgress, ACK, resp1)
+	tReq := r.now
+	a.fromClient(r, EdgeIngress, ACK, req2)
+	a.fromServer(r, EdgeEgress, ACK, resp2)
+	a.fromClient(r, EdgeIngress, FIN|ACK, "")
+	evs := r.events()
+	wantEvents(t, evs, 1)
+	if e := evs[0]; e.RequestStart != tReq || e.Flags != exchange.FlagFIN || !e.Complete() || e.RequestBytes != uint64(len(req2)) {
+		t.Errorf("event %+v", e)
+	}
+	if s := r.tr.Stats(); s.LostCut != 2 {
 		t.Errorf("stats %+v", s)
 	}
 }

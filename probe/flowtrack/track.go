@@ -458,6 +458,24 @@ func (t *Tracker) resync(f *flow, epoch uint32) {
 	f.epoch = epoch
 }
 
+// Lost tells the tracker that segments went unrecorded (a reader that fell
+// a ring behind): any connection may have missed some, so every exchange
+// in progress is cut (counted in Stats.LostCut) and every connection is
+// followed again from its next request that surely starts an exchange,
+// as after the sampling gate closed. Call it before the segments that
+// came after the loss.
+func (t *Tracker) Lost() {
+	for f := t.lru.next; f != &t.lru; f = f.next {
+		if (f.state == stateRequest || f.state == stateResponse) && f.claimed != f.xid {
+			t.stats.LostCut++
+		}
+		f.reset()
+		f.state = stateSkip
+		f.answered = false
+		f.seqKnown = 0
+	}
+}
+
 // emit hands the exchange in progress to Config.Emit unless it was emitted
 // already (by the idle scan) or there is none.
 func (t *Tracker) emit(f *flow, extra exchange.Flags) {
@@ -525,15 +543,20 @@ func (t *Tracker) forget(f *flow) {
 // does nothing: quiet is then no sign of an exchange's end. A connection on
 // which the gate closed since its last segment, quiet as long, has its
 // exchange cut instead (counted once): its response may have gone on
-// unseen. It returns how many exchanges it emitted. Emit must not call
-// back into the tracker.
-func (t *Tracker) FlushIdle(now, idle uint64, gate Gate, epoch uint32) int {
+// unseen. It returns how many exchanges it emitted and how many finished
+// ones wait for their idle time (a later scan's). Emit must not call back
+// into the tracker.
+func (t *Tracker) FlushIdle(now, idle uint64, gate Gate, epoch uint32) (emitted, waiting int) {
 	if gate == GateClosed {
-		return 0
+		return 0, 0
 	}
 	n := 0
 	for f := t.lru.next; f != &t.lru; f = f.next {
-		if f.state != stateResponse || f.claimed == f.xid || f.respEnd+idle > now {
+		if f.state != stateResponse || f.claimed == f.xid {
+			continue
+		}
+		if f.respEnd+idle > now {
+			waiting++
 			continue
 		}
 		if f.epoch != epoch {
@@ -547,5 +570,5 @@ func (t *Tracker) FlushIdle(now, idle uint64, gate Gate, epoch uint32) int {
 		t.stats.IdleFlushed++
 		n++
 	}
-	return n
+	return n, waiting
 }
