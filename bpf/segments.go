@@ -227,6 +227,7 @@ type SegmentReader struct {
 	slots       uint64
 	consumed    []uint64
 	buf         []byte // the slots copied out of the ring by the last Read
+	busiest     int    // the most slots one CPU had written for the last Read
 	lost        uint64
 	corrupt     uint64
 }
@@ -255,6 +256,13 @@ func (p *SegmentProbe) NewSegmentReader() (*SegmentReader, error) {
 func (r *SegmentReader) Lost() uint64    { return r.lost }
 func (r *SegmentReader) Corrupt() uint64 { return r.corrupt }
 
+// Busiest is how many slots the CPU that wrote the most had written for
+// the last Read: what fills a CPU's share of the ring (Slots) first.
+func (r *SegmentReader) Busiest() int { return r.busiest }
+
+// Slots is each CPU's share of the ring.
+func (r *SegmentReader) Slots() int { return int(r.slots) }
+
 // Read appends to out the records every CPU published since the last Read,
 // each as its 64 bytes followed by its head's (flowtrack.DecodeRecord
 // decodes them), one CPU after another and each CPU's in the order written,
@@ -262,6 +270,7 @@ func (r *SegmentReader) Corrupt() uint64 { return r.corrupt }
 // valid until the next Read.
 func (r *SegmentReader) Read(out [][]byte) [][]byte {
 	r.buf = r.buf[:0]
+	r.busiest = 0
 	type span struct{ from, to int }
 	var spans []span
 	for cpu := range r.cpus {
@@ -273,9 +282,17 @@ func (r *SegmentReader) Read(out [][]byte) [][]byte {
 			from = produced - r.slots
 		}
 		start := len(r.buf)
-		for n := from; n < produced; n++ {
-			at := (cpu*int(r.slots) + int(n&(r.slots-1))) * segmentSlot
-			r.buf = append(r.buf, r.ring[at:at+segmentSlot]...)
+		region := r.ring[cpu*int(r.slots)*segmentSlot : (cpu+1)*int(r.slots)*segmentSlot]
+		// The slots from..produced, in at most two pieces: up to the
+		// region's end, then from its start.
+		if from < produced {
+			first, last := int(from&(r.slots-1)), int((produced-1)&(r.slots-1))
+			if first <= last {
+				r.buf = append(r.buf, region[first*segmentSlot:(last+1)*segmentSlot]...)
+			} else {
+				r.buf = append(r.buf, region[first*segmentSlot:]...)
+				r.buf = append(r.buf, region[:(last+1)*segmentSlot]...)
+			}
 		}
 		// Slot n is written again for record n+slots. Those the
 		// programs may have rewritten while they were copied, up to the
@@ -287,6 +304,7 @@ func (r *SegmentReader) Read(out [][]byte) [][]byte {
 			start += int(over) * segmentSlot
 		}
 		r.consumed[cpu] = produced
+		r.busiest = max(r.busiest, int(produced-from))
 		spans = append(spans, span{start, len(r.buf)})
 	}
 	for _, sp := range spans {
