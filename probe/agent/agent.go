@@ -1,25 +1,31 @@
 // Package agent runs the probe inside a pod: it loads and attaches the eBPF
-// programs of package bpf, reads exchange events from the ring buffer,
+// programs of package bpf, turns what they record into finished exchanges,
 // pairs them (probe/pairing), keeps rolling windows (probe/recorder) and
 // Prometheus metrics (probe/metrics), accounts CPU per container, and
 // detaches everything on Close.
 //
-// One goroutine owns the ring buffer and the pairing engine. It wakes on a
-// timer every ScanInterval, or sooner under heavy traffic (records do not
-// wake it, see bpf.ExchangeProbe.NewEventReader), or later while the pod
-// is quiet (quietInterval), drains the ring without blocking, runs the
-// kernel's idle scan so that quiet keep-alive connections release their
-// last exchange, and every ResolveInterval decides the exchanges whose
-// partners can no longer arrive.
+// Where the pod's connections are followed is the source (source.go,
+// config.Follow): by default the TC programs record each segment worth
+// following into per-CPU rings and this process follows the connections
+// (probe/flowtrack); with FollowKernel the programs follow them in the
+// kernel and send finished exchanges through a BPF ring buffer.
 //
-// Memory is bounded: the kernel's flow table is an LRU, the ring buffer has
-// a fixed size, at most MaxPending exchanges wait for pairing (beyond, they
-// are decided early and counted as overload), the windows hold a fixed
-// number of fixed-size histograms, and the per-cgroup maps are bounded by
-// the pod's cgroups (at most 1024 in the kernel map).
+// One goroutine owns the source and the pairing engine. It wakes on a
+// timer every ScanInterval, or sooner under heavy traffic (records do not
+// wake it), or later while the pod is quiet (quietInterval), drains the
+// source without blocking, runs the idle scan so that quiet keep-alive
+// connections release their last exchange, and every ResolveInterval
+// decides the exchanges whose partners can no longer arrive.
+//
+// Memory is bounded: the connections followed are bounded (least recently
+// seen forgotten), the rings have a fixed size, at most MaxPending
+// exchanges wait for pairing (beyond, they are decided early and counted
+// as overload), the windows hold a fixed number of fixed-size histograms,
+// and the per-cgroup maps are bounded by the pod's cgroups (at most 1024 in
+// the kernel map).
 //
 // A restarting proxy needs nothing special: its old connections end (or
-// age out of the LRU) and its new ones are tracked from their SYN; its new
+// are forgotten) and its new ones are followed from their SYN; its new
 // container's cgroup shows up in the CPU map and, when it answers on the
 // service port, in the edge server map.
 package agent
@@ -30,7 +36,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"os"
 	"path"
 	"path/filepath"
 	"runtime/debug"
@@ -40,7 +45,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/kubectl-mesh/kubectl-mesh/bpf"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/api"
@@ -95,8 +99,9 @@ type Options struct {
 	CPUInterval time.Duration
 	// MaxPending bounds the exchanges waiting for pairing. Default 65536.
 	MaxPending int
-	// MaxFlows and RingBufferBytes size the kernel maps (0: the object's
-	// defaults, 16384 connections and 1 MiB).
+	// MaxFlows bounds the connections followed (0: 16384). RingBufferBytes
+	// sizes the kernel source's ring buffer (0: 1 MiB); the process
+	// source's ring is 256 KiB per CPU.
 	MaxFlows        uint32
 	RingBufferBytes uint32
 	// Sampling: when the probe follows exchanges part of the time only.
@@ -139,12 +144,16 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	exch *bpf.ExchangeProbe
-	cpu  *bpf.CPUProbe // nil when CPU accounting is unavailable
+	// src turns packets into exchanges (source.go): the kernel's flows or
+	// the process's own, Config.Follow.
+	src source
+	cpu *bpf.CPUProbe // nil when CPU accounting is unavailable
 	// kernelTypes is the kernel's decoded BTF, shared by the loads in
 	// Start and dropped after them.
 	kernelTypes *btf.Cache
-	rd          *ringbuf.Reader
+	reading     bool // the loop was started
+	ethIndex    int  // the pod's interface and lo, in its network namespace
+	loIndex     int
 	pairer      *pairing.Pairer  // owned by run: inbound requests
 	outPar      *pairing.Pairer  // owned by run: outbound calls; nil when not measured
 	sampler     *sampler.Sampler // owned by run once started (AboveRPS: by anyone)
@@ -218,8 +227,13 @@ func Start(opts Options) (a *Agent, err error) {
 
 	// Both loads relocate against the kernel's BTF: decode it once.
 	a.kernelTypes = btf.NewCache()
-	a.exch, err = bpf.LoadExchangeProbe(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes,
-		Outbound: outbound, KernelTypes: a.kernelTypes})
+	switch opts.Config.Follow {
+	case config.FollowKernel:
+		a.src, err = newKernelSource(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes,
+			Outbound: outbound, KernelTypes: a.kernelTypes})
+	default:
+		a.src, err = newProcessSource(opts.MaxFlows, outbound, a.kernelTypes)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -233,26 +247,34 @@ func Start(opts Options) (a *Agent, err error) {
 	if outbound {
 		// iptables delivers the application's outgoing connections to
 		// this port of the proxy, on lo.
-		if err := a.exch.SetPort(opts.Config.ProxyOutboundPort, bpf.PortOutbound); err != nil {
+		if err := a.src.SetPort(opts.Config.ProxyOutboundPort, bpf.PortOutbound); err != nil {
 			return nil, err
 		}
 	}
 	for _, p := range opts.Config.AppPorts {
 		// Sidecars forward to the port the client asked for, so one
 		// number is both the edge port (eth0) and the app port (lo).
-		if err := a.exch.SetPort(p, bpf.PortEdge|bpf.PortApp); err != nil {
+		if err := a.src.SetPort(p, bpf.PortEdge|bpf.PortApp); err != nil {
 			return nil, err
 		}
 	}
 	for _, src := range opts.Config.ProxySources {
-		if err := a.exch.AddProxySource(src); err != nil {
+		if err := a.src.AddProxySource(src); err != nil {
 			return nil, err
 		}
 	}
 	if err := inNetns(opts.NetNS, a.attach); err != nil {
 		return nil, err
 	}
-	if a.rd, err = a.exch.NewEventReader(); err != nil {
+	switch src := a.src.(type) {
+	case *kernelSource:
+		src.stopped, src.log = a.stopped.Load, a.log.Error
+		err = src.open()
+	case *processSource:
+		src.warn = a.log.Warn
+		err = src.open(a.ethIndex, a.loIndex)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := a.startCPU(); err != nil {
@@ -267,9 +289,10 @@ func Start(opts Options) (a *Agent, err error) {
 	a.kernelTypes = nil
 	debug.FreeOSMemory()
 	a.heartbeat.Store(time.Now().UnixNano())
+	a.reading = true
 	go a.run()
 	a.log.Info("probe attached", "mesh", opts.Config.Mesh, "ports", opts.Config.AppPorts,
-		"interface", opts.Interface, "tc", a.mechanisms, "pod_cgroup", a.podDir)
+		"interface", opts.Interface, "tc", a.mechanisms, "pod_cgroup", a.podDir, "follow", sourceName(a.src))
 	return a, nil
 }
 
@@ -280,10 +303,10 @@ func Start(opts Options) (a *Agent, err error) {
 type podGate struct{ a *Agent }
 
 func (g podGate) SetGate(to bpf.Gate) error {
-	if to == bpf.GateClosed || !g.a.exch.Parked() {
-		return g.a.exch.SetGate(to)
+	if to == bpf.GateClosed || !g.a.src.Parked() {
+		return g.a.src.SetGate(to)
 	}
-	return inNetns(g.a.opts.NetNS, func() error { return g.a.exch.SetGate(to) })
+	return inNetns(g.a.opts.NetNS, func() error { return g.a.src.SetGate(to) })
 }
 
 // attach runs in the pod's network namespace.
@@ -296,13 +319,14 @@ func (a *Agent) attach() error {
 	if err != nil {
 		return fmt.Errorf("loopback interface: %w", err)
 	}
-	if err := a.exch.AttachEdge(eth.Index, bpf.TCAuto); err != nil {
+	a.ethIndex, a.loIndex = eth.Index, lo.Index
+	if err := a.src.AttachEdge(eth.Index, bpf.TCAuto); err != nil {
 		return err
 	}
-	if err := a.exch.AttachApp(lo.Index, bpf.TCAuto); err != nil {
+	if err := a.src.AttachApp(lo.Index, bpf.TCAuto); err != nil {
 		return err
 	}
-	for _, at := range a.exch.Attachments() {
+	for _, at := range a.src.Attachments() {
 		if !slices.Contains(a.mechanisms, at.Mechanism) {
 			a.mechanisms = append(a.mechanisms, at.Mechanism)
 		}
@@ -398,7 +422,7 @@ func (a *Agent) startAccounting(filter bpf.CPUFilter) error {
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
 		a.stopped.Store(true)
-		if a.rd != nil { // the loop was started
+		if a.reading {
 			close(a.stop)
 			<-a.done
 		}
@@ -410,12 +434,10 @@ func (a *Agent) Close() error {
 
 func (a *Agent) release() error {
 	var errs []error
-	if a.rd != nil {
-		errs = append(errs, a.rd.Close())
-	}
-	if a.exch != nil {
-		errs = append(errs, inNetns(a.opts.NetNS, a.exch.Close))
-		a.exch = nil
+	if a.src != nil {
+		// Detaching acts in the pod's network namespace.
+		errs = append(errs, inNetns(a.opts.NetNS, a.src.close))
+		a.src = nil
 	}
 	if a.cpu != nil {
 		errs = append(errs, a.cpu.Close())
@@ -433,13 +455,11 @@ func (a *Agent) release() error {
 // the ring without blocking.
 func (a *Agent) run() {
 	defer close(a.done)
-	r := exchange.NewReader(a.rd)
-	ring := a.rd.BufferSize()
 	now := time.Now()
 	sched := newSchedule(now, a.opts.ScanInterval, a.quietInterval(), a.opts.ResolveInterval)
 	nextCPU := now
 	lastDrain := now
-	var decodeErrors, overload uint64
+	var overload uint64
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -449,7 +469,7 @@ func (a *Agent) run() {
 		case <-timer.C:
 		}
 		drainAt := time.Now()
-		read, open := a.drain(r, ring, &decodeErrors, &overload)
+		read, open := a.drain(&overload)
 		if !open {
 			return
 		}
@@ -459,14 +479,11 @@ func (a *Agent) run() {
 			a.log.Error("sampling gate", "err", err)
 		}
 		sched.tick(now, func() bool {
-			r, err := a.exch.FlushIdle(a.opts.IdleTime)
+			quiet, err := a.src.scan(a.opts.IdleTime, read, func(ev *exchange.Event) { a.add(ev, &overload) })
 			if err != nil {
 				a.log.Error("idle scan", "err", err)
 				return false
 			}
-			// Quiet: no packet since the scans before, nothing staged
-			// or read.
-			quiet := !r.Walked && r.Staged == 0 && read == 0
 			if quiet {
 				a.quiet.Add(1)
 			}
@@ -479,7 +496,7 @@ func (a *Agent) run() {
 			if a.outPar != nil {
 				results = append(results, a.outPar.Resolve(mono)...)
 			}
-			a.record(results, time.Now().Add(-a.opts.Horizon), decodeErrors, overload)
+			a.record(results, time.Now().Add(-a.opts.Horizon), overload)
 		})
 		if !now.Before(nextCPU) {
 			a.sample()
@@ -487,7 +504,7 @@ func (a *Agent) run() {
 		}
 		now = time.Now()
 		wait := min(sched.nextScan.Sub(now), sched.nextResolve.Sub(now), nextCPU.Sub(now),
-			drainPace(read, drainAt.Sub(lastDrain), ring))
+			a.src.pace(read, drainAt.Sub(lastDrain)))
 		if next := a.sampler.Next(); !next.IsZero() {
 			wait = min(wait, next.Sub(now))
 		}
@@ -505,10 +522,6 @@ func (a *Agent) outerSeen() uint64 {
 	}
 	return n
 }
-
-// recordBytes is the most one exchange takes in the ring: the event and
-// the ring's 8-byte record header, which a batch of exchanges shares.
-const recordBytes = exchange.Size + 8
 
 // schedule is when the loop next scans (drains staged exchanges and walks
 // the flow table for idle ones) and next resolves (decides the pairing).
@@ -570,61 +583,43 @@ const minDrainInterval = 5 * time.Millisecond
 
 // drainPace is how long the loop may sleep before records arriving at the
 // rate of the last drain (read records over since) fill an eighth of the
-// ring. Records are submitted without waking the reader (a wakeup per
+// ring, which holds capacity of them. Records are submitted without waking the reader (a wakeup per
 // record would be a context switch on the request path), so the loop
 // wakes early by itself when traffic is heavy: at 10k requests per second
 // a 1 MiB ring is drained every ~35 ms instead of every scan interval.
-func drainPace(read int, since time.Duration, ring int) time.Duration {
+func drainPace(read int, since time.Duration, capacity int) time.Duration {
 	if read == 0 || since <= 0 {
 		return time.Duration(math.MaxInt64)
 	}
-	perSecond := float64(read*recordBytes) / since.Seconds()
-	return max(time.Duration(float64(ring/8)/perSecond*float64(time.Second)), minDrainInterval)
+	perSecond := float64(read) / since.Seconds()
+	return max(time.Duration(float64(capacity/8)/perSecond*float64(time.Second)), minDrainInterval)
 }
 
-// drain reads what the ring holds, without blocking, and at most a ring's
-// worth (a producer outpacing the loop must not keep it from its other
-// tasks). It returns how many records it read, and false once the ring
-// buffer reader is closed.
-func (a *Agent) drain(r *exchange.Reader, ring int, decodeErrors, overload *uint64) (int, bool) {
-	r.SetDeadline(time.Now()) // already passed: the wait returns at once
-	n := 0
-	for n < ring/recordBytes {
-		ev, err := r.Read()
-		switch {
-		case err == nil:
-			p := a.pairer
-			if ev.Direction == exchange.Outbound && a.outPar != nil {
-				p = a.outPar
-			}
-			p.Add(ev)
-			n++
-			if e, ap := p.Pending(); e+ap > a.opts.MaxPending {
-				*overload += uint64(e + ap)
-				a.record(p.Drain(), time.Now(), *decodeErrors, *overload)
-				a.log.Warn("too many exchanges pending: decided early", "pending", e+ap, "direction", ev.Direction)
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return n, true // the ring is empty
-		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
-			return n, false
-		case errors.Is(err, exchange.ErrSize), errors.Is(err, exchange.ErrVersion), errors.Is(err, exchange.ErrInvalid):
-			*decodeErrors++
-			n++
-		default:
-			if a.stopped.Load() {
-				return n, false
-			}
-			a.log.Error("reading the ring buffer", "err", err)
-			return n, true
-		}
+// drain hands what the source has finished to the pairing, without
+// blocking and at most a ring's worth (a producer outpacing the loop must
+// not keep it from its other tasks). It returns how many records it read,
+// and false once the source is closed.
+func (a *Agent) drain(overload *uint64) (int, bool) {
+	return a.src.drain(func(ev *exchange.Event) { a.add(ev, overload) })
+}
+
+// add gives one finished exchange to its pairing.
+func (a *Agent) add(ev *exchange.Event, overload *uint64) {
+	p := a.pairer
+	if ev.Direction == exchange.Outbound && a.outPar != nil {
+		p = a.outPar
 	}
-	return n, true
+	p.Add(*ev)
+	if e, ap := p.Pending(); e+ap > a.opts.MaxPending {
+		*overload += uint64(e + ap)
+		a.record(p.Drain(), time.Now(), *overload)
+		a.log.Warn("too many exchanges pending: decided early", "pending", e+ap, "direction", ev.Direction)
+	}
 }
 
 // record hands decided results and the current totals to the windows and
 // the metrics.
-func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors, overload uint64) {
+func (a *Agent) record(results []pairing.Result, decided time.Time, overload uint64) {
 	// The kernel's counters cost a syscall per counter and CPU to read:
 	// once per CPUInterval is enough for the losses they carry, which a
 	// slot then shows up to that much later (at 2000 rps, reading them at
@@ -633,7 +628,7 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 	var err error
 	fresh := false
 	if now := time.Now(); now.Sub(a.statsAt) >= a.opts.CPUInterval {
-		if stats, err = a.exch.Stats(); err != nil {
+		if stats, err = a.src.stats(); err != nil {
 			a.log.Error("read exchange stats", "err", err)
 		} else {
 			fresh, a.statsAt = true, now
@@ -650,7 +645,7 @@ func (a *Agent) record(results []pairing.Result, decided time.Time, decodeErrors
 		a.stats = stats
 	}
 	a.losses = api.Losses{
-		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: decodeErrors,
+		RingBufferFull: a.stats.RingBufferFull, DecodeErrors: a.src.decodeErrors(),
 		Overload: overload, IdleLate: a.stats.IdleLate, SamplingCut: a.stats.GateCut,
 	}
 	a.notOpen = a.sampler.NotOpen(time.Now())
@@ -673,7 +668,7 @@ func (a *Agent) sample() {
 		a.log.Error("read CPU usage", "err", err)
 		return
 	}
-	edge, err := a.exch.EdgeServerCgroups()
+	edge, err := a.src.EdgeServerCgroups()
 	if err != nil {
 		a.log.Error("read edge server cgroups", "err", err)
 	}

@@ -38,6 +38,7 @@ var (
 	overheadCostOnly = flag.Bool("overhead.costs-only", false, "run only the arm with kernel BPF statistics on: the probe's costs without the client-side comparison (for comparing versions of the probe)")
 	overheadFrozen   = flag.Bool("overhead.frozen", false, "stop the probe process (SIGSTOP) during the runs: only its eBPF programs act, which separates their in-path cost from the process's CPU")
 	overheadSample   = flag.Float64("overhead.sample-above", -1, "MESH_PROBE_SAMPLE_ABOVE_RPS for the probe (-1: its default; 0: follow every request at any rate)")
+	overheadFollow   = flag.String("overhead.follow", "", "MESH_PROBE_FOLLOW for the probe: process or kernel (empty: its default, process)")
 	overheadIdle     = flag.Duration("overhead.idle-duration", 30*time.Second, "BenchmarkProbeIdle: how long each repetition measures the probe with no traffic")
 )
 
@@ -341,6 +342,9 @@ func startProbeProcess(pod *fixture.Pod, bin string) (p *probeProcess, err error
 		"MESH_PROBE_LISTEN="+p.listen, "MESH_PROBE_LOG_LEVEL=warn")
 	if *overheadSample >= 0 {
 		p.cmd.Env = append(p.cmd.Env, "MESH_PROBE_SAMPLE_ABOVE_RPS="+strconv.FormatFloat(*overheadSample, 'g', -1, 64))
+	}
+	if *overheadFollow != "" {
+		p.cmd.Env = append(p.cmd.Env, "MESH_PROBE_FOLLOW="+*overheadFollow)
 	}
 	p.cmd.Stderr = os.Stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}

@@ -1,18 +1,23 @@
 package agent
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/kubectl-mesh/kubectl-mesh/probe/flowtrack"
 )
 
 // The loop sleeps until records at the last drain's rate would fill an
 // eighth of the ring, never less than minDrainInterval, and as long as it
-// likes when nothing arrived.
+// likes when nothing arrived. The ring here is the kernel source's, 1 MiB
+// of exchange records.
 func TestDrainPace(t *testing.T) {
-	const ring = 1 << 20
+	const ring = (1 << 20) / recordBytes
 	fill := func(recordsPerSecond float64) time.Duration {
-		return time.Duration(float64(ring/8) / (recordsPerSecond * recordBytes) * float64(time.Second))
+		return time.Duration(float64(ring/8) / recordsPerSecond * float64(time.Second))
 	}
 	for _, c := range []struct {
 		name  string
@@ -115,5 +120,27 @@ func TestScheduleResolvesWhileQuiet(t *testing.T) {
 	}
 	if _, hi := gaps(resolves[1:]); hi != resolveEvery {
 		t.Errorf("traffic: resolves up to %v apart, want %v", hi, resolveEvery)
+	}
+}
+
+// mergeRuns orders the segments held back and each CPU's run by time,
+// stably (equal times keep the order they came in).
+func TestMergeRuns(t *testing.T) {
+	seg := func(time uint64, seq uint32) flowtrack.Segment { return flowtrack.Segment{Time: time, Seq: seq} }
+	for _, c := range []struct {
+		name string
+		in   []flowtrack.Segment
+	}{
+		{"empty", nil},
+		{"one run", []flowtrack.Segment{seg(1, 0), seg(2, 1), seg(2, 2), seg(5, 3)}},
+		{"held back, then two CPUs", []flowtrack.Segment{seg(3, 0), seg(9, 1), seg(1, 2), seg(4, 3), seg(9, 4), seg(2, 5), seg(3, 6), seg(10, 7)}},
+		{"many runs", []flowtrack.Segment{seg(5, 0), seg(4, 1), seg(3, 2), seg(3, 3), seg(2, 4), seg(1, 5), seg(7, 6)}},
+	} {
+		want := slices.Clone(c.in)
+		slices.SortStableFunc(want, func(a, b flowtrack.Segment) int { return cmp.Compare(a.Time, b.Time) })
+		got, _ := mergeRuns(slices.Clone(c.in), nil)
+		if !slices.EqualFunc(got, want, func(a, b flowtrack.Segment) bool { return a.Time == b.Time && a.Seq == b.Seq }) {
+			t.Errorf("%s: %v, want %v", c.name, got, want)
+		}
 	}
 }

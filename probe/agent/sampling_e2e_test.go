@@ -100,7 +100,7 @@ func (r *running) sampledRun(t *testing.T, proxy *fixture.Proxy, client *fixture
 	if _, err := proxy.Take(); err != nil { // what came before the run
 		t.Fatal(err)
 	}
-	openStretches := watchGate(t, r.agent.exch)
+	openStretches := watchGate(t, r.agent.src)
 	load, err := fixture.RunLoad(client, fixture.LoadOptions{URL: url, QPS: 500, Duration: 8 * time.Second, Connections: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func logSampledRun(t *testing.T, dir, what string, load fixture.LoadResult, trut
 // shared cores are not quite the others (the probe works hardest then): the
 // probe's percentiles are compared with the proxy's account of the same
 // ones.
-func watchGate(t *testing.T, exch *bpf.ExchangeProbe) (stop func() [][2]int64) {
+func watchGate(t *testing.T, exch interface{ Gate() (bpf.Gate, error) }) (stop func() [][2]int64) {
 	t.Helper()
 	done := make(chan struct{})
 	result := make(chan [][2]int64, 1)

@@ -10,6 +10,7 @@
 //	MESH_PROBE_LOG_LEVEL               debug | info | warn | error
 //	MESH_PROBE_LISTEN                  address of the probe's HTTP server (default :9464)
 //	MESH_PROBE_SAMPLE_ABOVE_RPS        request rate above which exchanges are sampled (default 5000, 0: never)
+//	MESH_PROBE_FOLLOW                  where connections are followed: process (default) or kernel
 //
 // A flag of the same name (--mesh, --proxy-container, ...) overrides its
 // variable. Proxy ports and the proxy container default per mesh (Istio:
@@ -78,9 +79,27 @@ type Config struct {
 	// SampleAboveRPS: see DefaultSampleAboveRPS; 0 follows every exchange
 	// at any rate.
 	SampleAboveRPS float64
+	// Follow: where the connections are followed (FollowProcess when
+	// empty).
+	Follow Follow
 	// Warnings describe input the probe adjusted rather than rejected.
 	Warnings []string
 }
+
+// Follow says where the probe follows the pod's connections.
+type Follow string
+
+const (
+	// FollowProcess: the TC programs record each segment worth
+	// following and the probe's process follows the connections
+	// (bpf/c/segments.bpf.c, probe/flowtrack). Keeping no state in the
+	// kernel costs each request less (docs/benchmarks.md, session 18).
+	FollowProcess Follow = "process"
+	// FollowKernel: the TC programs follow the connections themselves and
+	// send finished exchanges (bpf/c/exchange.bpf.c), as before session
+	// 18; kept for comparison.
+	FollowKernel Follow = "kernel"
+)
 
 // meshDefaults are the constants of each mesh's sidecar.
 var meshDefaults = map[Mesh]struct {
@@ -106,6 +125,7 @@ var vars = []struct{ env, flag, usage string }{
 	{"MESH_PROBE_EXCLUDED_INBOUND_PORTS", "excluded-inbound-ports", "comma-separated ports whose inbound traffic bypasses the proxy"},
 	{"MESH_PROBE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)"},
 	{"MESH_PROBE_LISTEN", "listen", "address of /v1/snapshot, /metrics, /healthz and /readyz (default " + DefaultListen + ")"},
+	{"MESH_PROBE_FOLLOW", "follow", "where the pod's connections are followed: process (default: the programs record segments) or kernel (the programs follow them)"},
 	{"MESH_PROBE_SAMPLE_ABOVE_RPS", "sample-above-rps", "requests per second above which the probe follows exchanges part of each period only (default " + strconv.Itoa(DefaultSampleAboveRPS) + "; 0: every exchange at any rate)"},
 }
 
@@ -248,6 +268,15 @@ func parse(get func(string) string) (Config, error) {
 		} else {
 			c.SampleAboveRPS = f
 		}
+	}
+
+	switch f := Follow(strings.ToLower(get("MESH_PROBE_FOLLOW"))); f {
+	case "", FollowProcess:
+		c.Follow = FollowProcess
+	case FollowKernel:
+		c.Follow = FollowKernel
+	default:
+		fail("MESH_PROBE_FOLLOW=%q: want process or kernel", clip(string(f)))
 	}
 
 	c.Listen = get("MESH_PROBE_LISTEN")

@@ -23,25 +23,25 @@ func TestDefaultsPerMesh(t *testing.T) {
 		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "8080, 9090,8080,15090"},
 			Config{Mesh: MeshIstio, ProxyContainer: "istio-proxy", ProxyInboundPort: 15006, ProxyOutboundPort: 15001,
 				AppPorts: []uint16{8080, 9090}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
-				LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS,
+				LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Follow: FollowProcess,
 				Warnings: []string{"port 15090 belongs to the istio proxy: not an application port"}}},
 		{map[string]string{"MESH_PROBE_MESH": "Linkerd", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LOG_LEVEL": "debug"},
 			Config{Mesh: MeshLinkerd, ProxyContainer: "linkerd-proxy", ProxyInboundPort: 4143, ProxyOutboundPort: 4140,
-				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS}},
+				AppPorts: []uint16{80}, LogLevel: slog.LevelDebug, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Follow: FollowProcess}},
 		// A custom sidecar: no defaults, no outbound port, its own port is not the app's.
 		{map[string]string{"MESH_PROBE_MESH": "custom", "MESH_PROBE_PROXY_CONTAINER": "mesh-sidecar",
 			"MESH_PROBE_PROXY_INBOUND_PORT": "15006", "MESH_PROBE_APP_PORTS": "8080,15006"},
 			Config{Mesh: MeshCustom, ProxyContainer: "mesh-sidecar", ProxyInboundPort: 15006,
-				AppPorts: []uint16{8080}, LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS,
+				AppPorts: []uint16{8080}, LogLevel: slog.LevelInfo, Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Follow: FollowProcess,
 				Warnings: []string{"port 15006 belongs to the custom proxy: not an application port"}}},
 		{map[string]string{"MESH_PROBE_APP_PORTS": "80,81", "MESH_PROBE_EXCLUDED_INBOUND_PORTS": "81"},
 			Config{Mesh: MeshNone, AppPorts: []uint16{80}, ExcludedInboundPorts: []uint16{81}, LogLevel: slog.LevelInfo,
-				Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
+				Listen: ":9464", SampleAboveRPS: DefaultSampleAboveRPS, Follow: FollowProcess, Warnings: []string{"port 81 is excluded from the proxy: not measured"}}},
 		{map[string]string{"MESH_PROBE_MESH": "istio", "MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_INBOUND_PORT": "16006",
 			"MESH_PROBE_PROXY_CONTAINER": "my-proxy", "MESH_PROBE_LISTEN": "127.0.0.1:9000"},
 			Config{Mesh: MeshIstio, ProxyContainer: "my-proxy", ProxyInboundPort: 16006, ProxyOutboundPort: 15001,
 				AppPorts: []uint16{80}, ProxySources: []netip.Addr{netip.MustParseAddr("127.0.0.6")},
-				LogLevel: slog.LevelInfo, Listen: "127.0.0.1:9000", SampleAboveRPS: DefaultSampleAboveRPS}},
+				LogLevel: slog.LevelInfo, Listen: "127.0.0.1:9000", SampleAboveRPS: DefaultSampleAboveRPS, Follow: FollowProcess}},
 	}
 	for _, c := range cases {
 		got, err := Load(nil, nil, env(c.env))
@@ -74,6 +74,10 @@ func TestFlagsOverrideEnv(t *testing.T) {
 	if err != nil || got.SampleAboveRPS != 0 {
 		t.Errorf("MESH_PROBE_SAMPLE_ABOVE_RPS=0: %v, %v", got.SampleAboveRPS, err)
 	}
+	got, err = Load(nil, []string{"--follow", "kernel"}, env(map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_FOLLOW": "process"}))
+	if err != nil || got.Follow != FollowKernel {
+		t.Errorf("--follow kernel over MESH_PROBE_FOLLOW=process: %q, %v", got.Follow, err)
+	}
 }
 
 func TestErrorsNameTheVariable(t *testing.T) {
@@ -98,6 +102,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"listen":             {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_LISTEN": "9464"}, []string{"MESH_PROBE_LISTEN"}},
 		"listen clash":       {map[string]string{"MESH_PROBE_APP_PORTS": "9464"}, []string{"listen port"}},
 		"container":          {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_PROXY_CONTAINER": "Istio_Proxy"}, []string{"MESH_PROBE_PROXY_CONTAINER"}},
+		"follow where":       {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_FOLLOW": "userspace"}, []string{"MESH_PROBE_FOLLOW", "process or kernel"}},
 		"sampling negative":  {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "-1"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS", "0 or more"}},
 		"sampling word":      {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "lots"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS"}},
 		"sampling infinite":  {map[string]string{"MESH_PROBE_APP_PORTS": "80", "MESH_PROBE_SAMPLE_ABOVE_RPS": "+Inf"}, []string{"MESH_PROBE_SAMPLE_ABOVE_RPS"}},
