@@ -139,7 +139,7 @@ func (k *kernelSource) close() error {
 // time to publish what came before it (a program run publishes its record
 // microseconds after reading the clock, unless the hypervisor stops its
 // vCPU meanwhile; a record that comes later still is applied late,
-// counted as Late in the stats).
+// counted and logged: processSource.late).
 const reorderDelay = 2 * time.Millisecond
 
 // processSource: segments.bpf.c records each segment worth following into
@@ -321,7 +321,7 @@ func sourceName(s source) string {
 // segments held back, then each CPU's records, which each CPU wrote in
 // time order. Merging runs pairwise moves each segment once per round,
 // about log2(CPUs) rounds, where a general sort moved them many times
-// more (the process's main cost per request at maximum throughput).
+// more.
 func mergeRuns(segs, scratch []flowtrack.Segment) ([]flowtrack.Segment, []flowtrack.Segment) {
 	var bounds []int // where each run starts, and len(segs)
 	for i := range segs {
