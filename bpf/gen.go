@@ -1,6 +1,8 @@
 // Package bpf loads and attaches kubectl-mesh's eBPF programs: TC programs
-// that time request/response exchanges on a pod's eth0 and lo (exchange.bpf.c)
-// and a sched_switch raw tracepoint that measures on-CPU time per cgroup
+// on a pod's eth0 and lo that record its TCP segments for the probe's process
+// to follow (segments.bpf.c, the default) or follow the connections and time
+// their request/response exchanges themselves (exchange.bpf.c), and a
+// sched_switch raw tracepoint that measures on-CPU time per cgroup
 // (cpu.bpf.c). The C sources are in c/; bpf2go compiles them into the
 // embedded objects and Go bindings beside this file.
 //
