@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
@@ -155,6 +154,11 @@ type processSource struct {
 	// copied (the reader's buffer is reused).
 	pending []flowtrack.Segment
 	all     []flowtrack.Segment // pending and the new ones, in time order
+	// arenas hold the payloads of pending segments, alternately: a drain
+	// copies what it holds back into one, while the segments it applies
+	// may still point into the other (held back by the drain before).
+	arenas  [2][]byte
+	drains  int
 	scratch []flowtrack.Segment // mergeRuns's
 	applied uint64              // time of the latest segment applied
 	add     func(*exchange.Event)
@@ -241,12 +245,28 @@ func (s *processSource) drain(add func(*exchange.Event)) (int, bool) {
 		n++
 	}
 	// Hold the rest back, their payloads copied out of the reader's
-	// buffer, which the next Read reuses.
+	// buffer, which the next Read reuses, into this drain's arena (an
+	// allocation per held segment was 8% of the process's CPU at
+	// maximum throughput).
+	s.drains++
+	arena := s.arenas[s.drains%2][:0]
+	size := 0
+	for _, seg := range all[n:] {
+		size += len(seg.Payload)
+	}
+	if cap(arena) < size {
+		arena = make([]byte, 0, size)
+	}
 	s.pending = s.pending[:0]
 	for _, seg := range all[n:] {
-		seg.Payload = slices.Clone(seg.Payload)
+		if len(seg.Payload) > 0 {
+			at := len(arena)
+			arena = append(arena, seg.Payload...)
+			seg.Payload = arena[at:len(arena):len(arena)]
+		}
 		s.pending = append(s.pending, seg)
 	}
+	s.arenas[s.drains%2] = arena
 	return len(s.recs), true
 }
 
