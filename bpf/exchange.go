@@ -55,13 +55,7 @@ type ExchangeOptions struct {
 // attachments made with them.
 type ExchangeProbe struct {
 	objs exchangeObjects
-	// roles is the memory map of the programs' .bss and rolesAt the offset
-	// of roles_by_port in it: a port's roles are one byte, read by every
-	// packet without a map lookup, written here without a system call and
-	// without touching the bytes of other ports (the programs learn ports
-	// concurrently).
-	roles   *ebpf.Memory
-	rolesAt int64
+	portRoles
 	tcHooks
 }
 
@@ -138,11 +132,11 @@ func LoadExchangeProbe(opts ExchangeOptions) (*ExchangeProbe, error) {
 		_ = p.objs.close()
 		return nil, errors.New("exchange object has no roles_by_port variable: regenerate it (make generate)")
 	}
-	if p.roles, err = p.objs.BSS.Memory(); err != nil {
+	if p.mem, err = p.objs.BSS.Memory(); err != nil {
 		_ = p.objs.close()
 		return nil, fmt.Errorf("map the programs' port roles (a memory-mappable .bss needs Linux 5.5): %w", err)
 	}
-	p.rolesAt = int64(roles.Offset)
+	p.at = int64(roles.Offset)
 	p.tcHooks = tcHooks{edgeIn: p.objs.EdgeIngress, edgeOut: p.objs.EdgeEgress, app: p.objs.AppIngress,
 		gateVar: p.objs.SamplingGate, epochVar: p.objs.SamplingEpoch}
 	return p, nil
@@ -159,53 +153,10 @@ func (o *exchangeObjects) close() error {
 	return errors.Join(o.ExchangeObjects.Close(), o.BSS.Close())
 }
 
-// SetPort sets the roles of a port of interest (host order).
-func (p *ExchangeProbe) SetPort(port uint16, roles PortRole) error {
-	if roles > 0xff {
-		return fmt.Errorf("set port %d: roles 0x%x do not fit the programs' byte per port", port, uint32(roles))
-	}
-	if _, err := p.roles.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
-		return fmt.Errorf("set port %d: %w", port, err)
-	}
-	return nil
-}
-
-// RemovePort forgets a port of interest. Connections already tracked keep
-// being tracked until they end or are evicted.
-func (p *ExchangeProbe) RemovePort(port uint16) error {
-	if _, err := p.roles.WriteAt([]byte{0}, p.rolesAt+int64(port)); err != nil {
-		return fmt.Errorf("remove port %d: %w", port, err)
-	}
-	return nil
-}
-
-// Ports returns every port of interest, including learnt ones.
-func (p *ExchangeProbe) Ports() (map[uint16]PortRole, error) {
-	var all [1 << 16]uint8
-	if _, err := p.roles.ReadAt(all[:], p.rolesAt); err != nil {
-		return nil, fmt.Errorf("list ports: %w", err)
-	}
-	out := map[uint16]PortRole{}
-	for port, roles := range all {
-		if roles != 0 {
-			out[uint16(port)] = PortRole(roles)
-		}
-	}
-	return out, nil
-}
-
-// AddProxySource registers an address the sidecar uses as source of its
-// connections to the application (Istio: 127.0.0.6). A SYN from it on lo to
-// an unconfigured port makes that port an app port (PortApp|PortLearnt).
+// AddProxySource registers an address the sidecar connects to the
+// application from (addProxySource).
 func (p *ExchangeProbe) AddProxySource(addr netip.Addr) error {
-	if !addr.IsValid() {
-		return fmt.Errorf("add proxy source: invalid address")
-	}
-	key := addr.As16() // IPv4 becomes IPv4-mapped, as the programs store it
-	if err := p.objs.ProxySources.Put(key, uint8(1)); err != nil {
-		return fmt.Errorf("add proxy source %s: %w", addr, err)
-	}
-	return nil
+	return addProxySource(p.objs.ProxySources, addr)
 }
 
 // NewEventReader opens the events ring buffer. Each record holds one or

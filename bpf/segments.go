@@ -34,8 +34,7 @@ type SegmentOptions struct {
 // process follows the connections (probe/flowtrack).
 type SegmentProbe struct {
 	objs      segmentsObjects
-	bss       *ebpf.Memory
-	rolesAt   int64
+	portRoles                 // roles_by_port in the .bss (portRoles.mem)
 	cgroupsAt int64           // offset of edge_cgroup_by_port in the .bss
 	edgePorts map[uint16]bool // ports set with PortEdge
 	cpus      int
@@ -107,25 +106,32 @@ func LoadSegmentProbe(opts SegmentOptions) (*SegmentProbe, error) {
 		_ = p.objs.close()
 		return nil, errors.New("segments object has no roles_by_port or edge_cgroup_by_port variable: regenerate it (make generate)")
 	}
-	if p.bss, err = p.objs.BSS.Memory(); err != nil {
+	if p.mem, err = p.objs.BSS.Memory(); err != nil {
 		_ = p.objs.close()
 		return nil, fmt.Errorf("map the segment programs' .bss (a memory-mappable .bss needs Linux 5.5): %w", err)
 	}
-	p.rolesAt, p.cgroupsAt = int64(roles.Offset), int64(cgroups.Offset)
+	p.at, p.cgroupsAt = int64(roles.Offset), int64(cgroups.Offset)
 	p.tcHooks = tcHooks{edgeIn: p.objs.EdgeIngressSegment, edgeOut: p.objs.EdgeEgressSegment, app: p.objs.AppSegment,
 		gateVar: p.objs.SamplingGate, epochVar: p.objs.SamplingEpoch}
 	return p, nil
 }
 
-// SetPort sets the roles of a port of interest (host order).
+// SetPort sets the roles of a port of interest (host order), noting the
+// edge ports for EdgeServerCgroups.
 func (p *SegmentProbe) SetPort(port uint16, roles PortRole) error {
-	if roles > 0xff {
-		return fmt.Errorf("set port %d: roles 0x%x do not fit the programs' byte per port", port, uint32(roles))
-	}
-	if _, err := p.bss.WriteAt([]byte{uint8(roles)}, p.rolesAt+int64(port)); err != nil {
-		return fmt.Errorf("set port %d: %w", port, err)
+	if err := p.portRoles.SetPort(port, roles); err != nil {
+		return err
 	}
 	p.edgePorts[port] = roles&PortEdge != 0
+	return nil
+}
+
+// RemovePort forgets a port of interest.
+func (p *SegmentProbe) RemovePort(port uint16) error {
+	if err := p.portRoles.RemovePort(port); err != nil {
+		return err
+	}
+	delete(p.edgePorts, port)
 	return nil
 }
 
@@ -139,7 +145,7 @@ func (p *SegmentProbe) EdgeServerCgroups() (map[uint16]uint64, error) {
 		if !edge {
 			continue
 		}
-		if _, err := p.bss.ReadAt(b[:], p.cgroupsAt+8*int64(port)); err != nil {
+		if _, err := p.mem.ReadAt(b[:], p.cgroupsAt+8*int64(port)); err != nil {
 			return nil, fmt.Errorf("read the cgroup answering on port %d: %w", port, err)
 		}
 		if id := binary.NativeEndian.Uint64(b[:]); id != 0 {
@@ -150,16 +156,9 @@ func (p *SegmentProbe) EdgeServerCgroups() (map[uint16]uint64, error) {
 }
 
 // AddProxySource registers an address the sidecar connects to the
-// application from (Istio: 127.0.0.6): its SYN on lo to an unconfigured port
-// makes that port an app port (PortApp|PortLearnt).
+// application from (addProxySource).
 func (p *SegmentProbe) AddProxySource(addr netip.Addr) error {
-	if !addr.IsValid() {
-		return fmt.Errorf("add proxy source: invalid address")
-	}
-	if err := p.objs.ProxySources.Put(addr.As16(), uint8(1)); err != nil {
-		return fmt.Errorf("add proxy source %s: %w", addr, err)
-	}
-	return nil
+	return addProxySource(p.objs.ProxySources, addr)
 }
 
 // SegmentStats are the segment programs' counters summed over CPUs.

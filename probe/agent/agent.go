@@ -230,9 +230,9 @@ func Start(opts Options) (a *Agent, err error) {
 	switch opts.Config.Follow {
 	case config.FollowKernel:
 		a.src, err = newKernelSource(bpf.ExchangeOptions{MaxFlows: opts.MaxFlows, RingBufferBytes: opts.RingBufferBytes,
-			Outbound: outbound, KernelTypes: a.kernelTypes})
+			Outbound: outbound, KernelTypes: a.kernelTypes}, a.stopped.Load, a.log.Error)
 	default:
-		a.src, err = newProcessSource(opts.MaxFlows, outbound, a.kernelTypes)
+		a.src, err = newProcessSource(opts.MaxFlows, outbound, a.kernelTypes, a.log.Warn)
 	}
 	if err != nil {
 		return nil, err
@@ -266,15 +266,7 @@ func Start(opts Options) (a *Agent, err error) {
 	if err := inNetns(opts.NetNS, a.attach); err != nil {
 		return nil, err
 	}
-	switch src := a.src.(type) {
-	case *kernelSource:
-		src.stopped, src.log = a.stopped.Load, a.log.Error
-		err = src.open()
-	case *processSource:
-		src.warn = a.log.Warn
-		err = src.open(a.ethIndex, a.loIndex)
-	}
-	if err != nil {
+	if err := a.src.open(a.ethIndex, a.loIndex); err != nil {
 		return nil, err
 	}
 	if err := a.startCPU(); err != nil {

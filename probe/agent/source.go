@@ -9,11 +9,11 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/kubectl-mesh/kubectl-mesh/bpf"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 	"github.com/kubectl-mesh/kubectl-mesh/probe/flowtrack"
+	"github.com/kubectl-mesh/kubectl-mesh/probe/pairing"
 )
 
 // source turns the pod's packets into finished exchanges: the kernel's TC
@@ -44,6 +44,9 @@ type source interface {
 	stats() (bpf.ExchangeStats, error)
 	// decodeErrors counts records that did not decode.
 	decodeErrors() uint64
+	// open starts reading, once the programs are attached to the pod's
+	// interface (edge) and lo (app), numbered in its network namespace.
+	open(edge, app int) error
 	close() error
 }
 
@@ -59,16 +62,17 @@ type kernelSource struct {
 	badRecs uint64
 }
 
-func newKernelSource(opts bpf.ExchangeOptions) (*kernelSource, error) {
+// newKernelSource loads the programs; stopped says whether the agent is
+// closing (a read error then is no error), log reports read errors.
+func newKernelSource(opts bpf.ExchangeOptions, stopped func() bool, log func(msg string, args ...any)) (*kernelSource, error) {
 	p, err := bpf.LoadExchangeProbe(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &kernelSource{ExchangeProbe: p}, nil
+	return &kernelSource{ExchangeProbe: p, stopped: stopped, log: log}, nil
 }
 
-// open starts reading, once the programs are attached.
-func (k *kernelSource) open() error {
+func (k *kernelSource) open(_, _ int) error {
 	rd, err := k.NewEventReader()
 	if err != nil {
 		return err
@@ -174,20 +178,20 @@ type processSource struct {
 	closed           bool
 }
 
-func newProcessSource(maxFlows uint32, outbound bool, kernelTypes *btf.Cache) (*processSource, error) {
+// newProcessSource loads the programs; warn reports losses and late
+// segments as they grow.
+func newProcessSource(maxFlows uint32, outbound bool, kernelTypes *btf.Cache, warn func(msg string, args ...any)) (*processSource, error) {
 	p, err := bpf.LoadSegmentProbe(bpf.SegmentOptions{Outbound: outbound, KernelTypes: kernelTypes})
 	if err != nil {
 		return nil, err
 	}
-	s := &processSource{SegmentProbe: p}
+	s := &processSource{SegmentProbe: p, warn: warn}
 	s.tr = flowtrack.New(flowtrack.Config{MaxFlows: int(maxFlows), Outbound: outbound, Emit: func(e *exchange.Event) {
 		s.add(e)
 	}})
 	return s, nil
 }
 
-// open starts reading, once the programs are attached to the interfaces
-// numbered edge (eth0) and app (lo).
 func (s *processSource) open(edge, app int) error {
 	rd, err := s.NewSegmentReader()
 	if err != nil {
@@ -199,19 +203,12 @@ func (s *processSource) open(edge, app int) error {
 	return nil
 }
 
-// monotonic is CLOCK_MONOTONIC in nanoseconds, the programs' clock.
-func monotonic() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
-
 func (s *processSource) drain(add func(*exchange.Event)) (int, bool) {
 	if s.closed {
 		return 0, false
 	}
 	s.add = add
-	cutoff := monotonic() - uint64(reorderDelay)
+	cutoff := pairing.Now() - uint64(reorderDelay)
 	s.recs = s.rd.Read(s.recs[:0])
 	if lost := s.rd.Lost(); lost > s.lost {
 		// Segments between those applied and these are gone: no
@@ -275,7 +272,7 @@ func (s *processSource) scan(idle time.Duration, read int, add func(*exchange.Ev
 	gate, epoch := s.GateState()
 	// The tracker has applied what came before the cutoff: that is its
 	// now.
-	now := monotonic() - uint64(reorderDelay)
+	now := pairing.Now() - uint64(reorderDelay)
 	_, waiting := s.tr.FlushIdle(now, uint64(idle), flowtrack.Gate(gate), epoch)
 	return read == 0 && len(s.pending) == 0 && waiting == 0, nil
 }
@@ -292,11 +289,11 @@ func (s *processSource) stats() (bpf.ExchangeStats, error) {
 	if err != nil {
 		return bpf.ExchangeStats{}, err
 	}
-	if s.lost > s.lostLogged && s.warn != nil {
+	if s.lost > s.lostLogged {
 		s.warn("the probe fell a ring behind: segments lost, exchanges in progress cut", "slots_since_start", s.lost)
 		s.lostLogged = s.lost
 	}
-	if s.late > s.lateLogged && s.warn != nil {
+	if s.late > s.lateLogged {
 		s.warn("segments recorded out of time order, applied late", "since_start", s.late, "reorder_delay", reorderDelay)
 		s.lateLogged = s.late
 	}
