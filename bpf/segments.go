@@ -17,9 +17,10 @@ import (
 // SegmentOptions configure LoadSegmentProbe.
 type SegmentOptions struct {
 	// SlotsPerCPU is each CPU's share of the segment ring, in 64-byte
-	// slots: a power of two, 4096 (256 KiB) if zero. A request takes about
-	// six at 2000 rps (four segments, two of them with a head slot), so
-	// the default holds about 680 requests per CPU between reads.
+	// slots: a power of two; if zero, DefaultSlotsPerCPU of the node's
+	// possible CPUs. A request takes about six at 2000 rps (four
+	// segments, two of them with a head slot), so 4096 hold about 680
+	// requests per CPU between reads.
 	SlotsPerCPU uint32
 	// Outbound records every TCP segment of eth0 and lo with payload or a
 	// SYN, FIN or RST, for the process to tell the pod's outbound calls
@@ -27,6 +28,31 @@ type SegmentOptions struct {
 	Outbound bool
 	// KernelTypes: see ExchangeOptions.
 	KernelTypes *btf.Cache
+}
+
+// The segment ring's default size. Every possible CPU gets a share (a
+// pod's TC programs run wherever its packets are handled), and the whole
+// ring is kernel memory charged to the probe's memory cgroup: on large
+// nodes the shares shrink so that the ring stays within ringBudgetSlots
+// (4 MiB), down to minDefaultSlots. The shares can shrink there because
+// the agent's loop reads as soon as the busiest CPU has filled an eighth
+// of its share (probe/agent drainPace), and a pod's traffic spreads over
+// more CPUs on a larger node.
+const (
+	maxDefaultSlots = 4096 // 256 KiB a CPU: up to 16 CPUs
+	minDefaultSlots = 1024 // 64 KiB a CPU: about 170 requests, 17 ms at 10k rps on one CPU
+	ringBudgetSlots = 1 << 16
+)
+
+// DefaultSlotsPerCPU is each CPU's share of the segment ring on a node
+// with cpus possible CPUs: the largest power of two within the ring's
+// budget, between 1024 and 4096 slots.
+func DefaultSlotsPerCPU(cpus int) uint32 {
+	slots := uint32(maxDefaultSlots)
+	for slots > minDefaultSlots && cpus*int(slots) > ringBudgetSlots {
+		slots /= 2
+	}
+	return slots
 }
 
 // SegmentProbe owns the loaded segment programs (c/segments.bpf.c), their
@@ -58,16 +84,16 @@ func LoadSegmentProbe(opts SegmentOptions) (*SegmentProbe, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
-	slots := opts.SlotsPerCPU
-	if slots == 0 {
-		slots = 4096
-	}
-	if slots < 2 || slots&(slots-1) != 0 || slots > 1<<20 {
-		return nil, fmt.Errorf("segment ring: %d slots per CPU, want a power of two from 2 to %d", slots, 1<<20)
-	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("segment ring: count possible CPUs: %w", err)
+	}
+	slots := opts.SlotsPerCPU
+	if slots == 0 {
+		slots = DefaultSlotsPerCPU(cpus)
+	}
+	if slots < 2 || slots&(slots-1) != 0 || slots > 1<<20 {
+		return nil, fmt.Errorf("segment ring: %d slots per CPU, want a power of two from 2 to %d", slots, 1<<20)
 	}
 	spec, err := LoadSegments()
 	if err != nil {
