@@ -19,7 +19,7 @@ type SegmentOptions struct {
 	// SlotsPerCPU is each CPU's share of the segment ring, in 64-byte
 	// slots: a power of two; if zero, DefaultSlotsPerCPU of the node's
 	// possible CPUs. A request takes about six at 2000 rps (four
-	// segments, two of them with a head slot), so 4096 hold about 680
+	// segments, two of them with a head slot), so 8192 hold about 1360
 	// requests per CPU between reads.
 	SlotsPerCPU uint32
 	// Outbound records every TCP segment of eth0 and lo with payload or a
@@ -37,16 +37,20 @@ type SegmentOptions struct {
 // (4 MiB), down to minDefaultSlots. The shares can shrink there because
 // the agent's loop reads as soon as the busiest CPU has filled an eighth
 // of its share (probe/agent drainPace), and a pod's traffic spreads over
-// more CPUs on a larger node.
+// more CPUs on a larger node. On small nodes the share is what carries a
+// probe through the spells when a saturated workload leaves it no CPU (it
+// runs at its request's weight): at 4096 slots the benchmark's probe lost
+// about one exchange in a thousand at maximum throughput on 2 CPUs, at
+// 8192 none (docs/benchmarks.md, session 19).
 const (
-	maxDefaultSlots = 4096 // 256 KiB a CPU: up to 16 CPUs
+	maxDefaultSlots = 8192 // 512 KiB a CPU: up to 8 CPUs
 	minDefaultSlots = 1024 // 64 KiB a CPU: about 170 requests, 17 ms at 10k rps on one CPU
 	ringBudgetSlots = 1 << 16
 )
 
 // DefaultSlotsPerCPU is each CPU's share of the segment ring on a node
 // with cpus possible CPUs: the largest power of two within the ring's
-// budget, between 1024 and 4096 slots.
+// budget, between 1024 and 8192 slots.
 func DefaultSlotsPerCPU(cpus int) uint32 {
 	slots := uint32(maxDefaultSlots)
 	for slots > minDefaultSlots && cpus*int(slots) > ringBudgetSlots {

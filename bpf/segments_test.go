@@ -13,7 +13,7 @@ func TestDefaultSlotsPerCPU(t *testing.T) {
 		cpus int
 		want uint32
 	}{
-		{1, 4096}, {2, 4096}, {16, 4096}, {17, 2048}, {32, 2048}, {33, 1024}, {64, 1024}, {256, 1024},
+		{1, 8192}, {2, 8192}, {8, 8192}, {9, 4096}, {16, 4096}, {17, 2048}, {32, 2048}, {33, 1024}, {64, 1024}, {256, 1024},
 	} {
 		if got := DefaultSlotsPerCPU(c.cpus); got != c.want {
 			t.Errorf("%d CPUs: %d slots per CPU, want %d", c.cpus, got, c.want)
