@@ -42,8 +42,6 @@ import (
 	"sort"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kubectl-mesh/kubectl-mesh/probe/exchange"
 )
 
@@ -271,15 +269,6 @@ func New(cfg Config) *Pairer {
 		p.cfg.AnyPort = true
 	}
 	return p
-}
-
-// Now returns CLOCK_MONOTONIC in nanoseconds, the clock of the events.
-func Now() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic("clock_gettime(CLOCK_MONOTONIC): " + err.Error())
-	}
-	return uint64(ts.Nano())
 }
 
 // Add takes one exchange. Exchanges whose timing cannot be used are
