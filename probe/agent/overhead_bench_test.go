@@ -32,7 +32,7 @@ var (
 	overheadQPS      = flag.Float64("overhead.qps", 2000, "fixed request rate")
 	overheadConns    = flag.Int("overhead.conns", 8, "fortio connections")
 	overheadWarmup   = flag.Duration("overhead.warmup", 2*time.Second, "fixed-rate load before each measured run, not measured (both arms): the probe's first seconds (its start-up heap, the first flow-table and CPU scans) are not its steady state")
-	overheadMaxRun   = flag.Duration("overhead.max-duration", 3*time.Second, "length of each maximum-throughput run (0: skip)")
+	overheadMaxRun   = flag.Duration("overhead.max-duration", 10*time.Second, "length of each maximum-throughput run (0: skip); 10 s are five of the sampler's 2 s periods: a 3 s run mostly measured its first period, decided on the fixed-rate run's rate before the step (docs/benchmarks.md, session 19)")
 	overheadProfile  = flag.String("overhead.cpu-profile", "", "write the probe's Go CPU profile to this file (each repetition overwrites it: the last one stays)")
 	overheadAsPod    = flag.Bool("overhead.pod-limits", true, "give the probe's cgroup the CPU weight and quota the kubelet gives the injected container (its default request and limit); false leaves the kernel's defaults")
 	overheadCostOnly = flag.Bool("overhead.costs-only", false, "run only the arm with kernel BPF statistics on: the probe's costs without the client-side comparison (for comparing versions of the probe)")
