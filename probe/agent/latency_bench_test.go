@@ -66,6 +66,7 @@ func BenchmarkProbeLatency(b *testing.B) {
 	for b.Loop() {
 		var d50, d99, measured50, bare50 []time.Duration
 		var rpsRatio []float64
+		var pooled pooledLatencies
 		for rep := 0; rep < *latencyReps; rep++ {
 			with := rep % 2 // the measured pod this repetition
 			detach, err := attach(pods[with].pod)
@@ -84,11 +85,41 @@ func BenchmarkProbeLatency(b *testing.B) {
 			d99 = append(d99, on.P99-off.P99)
 			measured50, bare50 = append(measured50, on.P50), append(bare50, off.P50)
 			rpsRatio = append(rpsRatio, on.ActualQPS/off.ActualQPS)
+			pooled.add(with, on.Latencies, off.Latencies)
 			b.Logf("rep %d: pod %d (%s): %.0f rps p50 %v p99 %v; pod %d (bare): %.0f rps p50 %v p99 %v",
 				rep, with, *latencyArm, on.ActualQPS, on.P50, on.P99, 1-with, off.ActualQPS, off.P50, off.P99)
 		}
-		reportLatency(b, d50, d99, measured50, bare50, rpsRatio)
+		reportLatency(b, d50, d99, measured50, bare50, rpsRatio, &pooled)
 	}
+}
+
+// pooledLatencies keeps every measured request's latency over the
+// repetitions, by which pod had the probe: quantiles of the pooled
+// requests resolve the p99 better than the median of per-repetition p99
+// deltas, each of which rests on the hundred slowest requests of one run
+// (on a busy machine those deltas scatter by +-150 us). The two halves,
+// pod 0 probed and pod 1 probed, each give an estimate too: their
+// difference shows what is left of the noise and of any difference
+// between the pods.
+type pooledLatencies struct {
+	measured, bare [2][]time.Duration // by the probed pod's index
+}
+
+func (p *pooledLatencies) add(with int, measured, bare []time.Duration) {
+	p.measured[with] = append(p.measured[with], measured...)
+	p.bare[with] = append(p.bare[with], bare...)
+}
+
+// delta is the probed requests' q quantile minus the bare ones', over the
+// repetitions where pod with was probed (-1: all).
+func (p *pooledLatencies) delta(q float64, with int) time.Duration {
+	var measured, bare []time.Duration
+	for i := range p.measured {
+		if with < 0 || with == i {
+			measured, bare = append(measured, p.measured[i]...), append(bare, p.bare[i]...)
+		}
+	}
+	return fixture.Quantile(measured, q) - fixture.Quantile(bare, q)
 }
 
 // latencyAttacher returns what BenchmarkProbeLatency does to the measured
@@ -139,16 +170,17 @@ type sideBySidePod struct {
 // dropped) so that they do not pile up.
 func loadSideBySide(pods [2]sideBySidePod) ([2]fixture.LoadResult, error) {
 	var res [2]fixture.LoadResult
-	for _, d := range []time.Duration{*overheadWarmup, *overheadDuration} {
+	for run, d := range []time.Duration{*overheadWarmup, *overheadDuration} {
 		if d <= 0 {
 			continue
 		}
+		measured := run == 1
 		var errs [2]error
 		var wg sync.WaitGroup
 		for i := range pods {
 			wg.Go(func() {
 				res[i], errs[i] = fixture.RunLoad(pods[i].pod.Client, fixture.LoadOptions{URL: pods[i].url,
-					QPS: *overheadQPS, Duration: d, Connections: *overheadConns})
+					QPS: *overheadQPS, Duration: d, Connections: *overheadConns, KeepLatencies: measured})
 			})
 		}
 		wg.Wait()
@@ -165,12 +197,13 @@ func loadSideBySide(pods [2]sideBySidePod) ([2]fixture.LoadResult, error) {
 }
 
 // reportLatency prints the medians of the per-repetition deltas with their
-// spread (the quartiles) and reports the medians as metrics. rpsRatio is
+// spread (the quartiles), then the deltas of the pooled requests'
+// quantiles, and reports the medians and the pooled p99 delta as metrics. rpsRatio is
 // per repetition the measured pod's achieved rate over the bare pod's:
 // with -overhead.qps=-1 both saturate the machine together, and its
 // median is the probe's throughput cost side by side (of which the
 // probe process's CPU, taken from both pods alike, shows about half).
-func reportLatency(b *testing.B, d50, d99, measured50, bare50 []time.Duration, rpsRatio []float64) {
+func reportLatency(b *testing.B, d50, d99, measured50, bare50 []time.Duration, rpsRatio []float64, pooled *pooledLatencies) {
 	quartiles := func(ds []time.Duration) (lo, mid, hi time.Duration) {
 		return fixture.Quantile(ds, 0.25), fixture.Median(ds), fixture.Quantile(ds, 0.75)
 	}
@@ -185,6 +218,13 @@ func reportLatency(b *testing.B, d50, d99, measured50, bare50 []time.Duration, r
 		lo, mid, hi := quartiles(row.ds)
 		fmt.Fprintf(w, "%s\t%+v\t%+v .. %+v\n", row.name, mid, lo, hi)
 	}
+	fmt.Fprintln(w, "the same, quantiles of the pooled requests\tall\tpod 0 probed, pod 1 probed")
+	for _, q := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.5}, {"p99", 0.99}} {
+		fmt.Fprintf(w, "%s pooled\t%+v\t%+v, %+v\n", q.name, pooled.delta(q.q, -1), pooled.delta(q.q, 0), pooled.delta(q.q, 1))
+	}
 	fmt.Fprintf(w, "p50 of that pod / the bare pod (medians)\t%v / %v\t\n", fixture.Median(measured50), fixture.Median(bare50))
 	pct := make([]float64, len(rpsRatio))
 	for i, r := range rpsRatio {
@@ -197,6 +237,7 @@ func reportLatency(b *testing.B, d50, d99, measured50, bare50 []time.Duration, r
 	b.ReportMetric(medianF(pct), "rps-delta-%")
 	b.ReportMetric(float64(fixture.Median(d50).Nanoseconds())/1000, "p50-delta-us")
 	b.ReportMetric(float64(fixture.Median(d99).Nanoseconds())/1000, "p99-delta-us")
+	b.ReportMetric(float64(pooled.delta(0.99, -1).Nanoseconds())/1000, "p99-pooled-delta-us")
 }
 
 // emptyTCProgram loads a TC program that returns TC_ACT_UNSPEC at once:

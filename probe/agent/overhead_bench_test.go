@@ -444,26 +444,24 @@ func (p *probeProcess) requestsSeen() (seen, lost uint64, err error) {
 		return 0, 0, err
 	}
 	defer res.Body.Close()
+	counters := map[string]*uint64{
+		"mesh_probe_requests_total":                        &seen,
+		`mesh_probe_lost_total{reason="ring-buffer-full"}`: &lost,
+	}
 	found := false
 	sc := bufio.NewScanner(res.Body)
 	for sc.Scan() {
-		line := sc.Text()
-		v, ok := strings.CutPrefix(line, "mesh_probe_requests_total ")
-		if !ok {
-			v, ok = strings.CutPrefix(line, `mesh_probe_lost_total{reason="ring-buffer-full"} `)
-		}
-		if !ok {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		dst := counters[name]
+		if !ok || dst == nil {
 			continue
 		}
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%q: %w", line, err)
+			return 0, 0, fmt.Errorf("%s %q: %w", name, v, err)
 		}
-		if strings.HasPrefix(line, "mesh_probe_requests_total ") {
-			seen, found = uint64(f), true
-		} else {
-			lost = uint64(f)
-		}
+		*dst = uint64(f)
+		found = found || dst == &seen
 	}
 	if !found {
 		return 0, 0, fmt.Errorf("no mesh_probe_requests_total in /metrics")
