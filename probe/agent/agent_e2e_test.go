@@ -230,7 +230,10 @@ func within(got float64, want time.Duration, tol time.Duration) bool {
 //   - the probe's figure grows with the delay as the proxy's own does,
 //     within 50 us (the proxy's residence grows by the configured delay
 //     plus its timer's wake-up latency, which is the proxy's and which the
-//     probe must see too).
+//     probe must see too), plus, for a p50, the histogram's 0.39% of each
+//     of the two figures the growth is the difference of (a CI run: growth
+//     5.074 against 5.022 ms at 5 ms, the p50s 5.554 / 5.483 ms and 0.480 /
+//     0.462 ms each within their own allowance).
 //
 // It counts every request the proxy handled and names the proxy's cgroup.
 // With -v it ends with the accuracy table that docs/benchmarks.md keeps
@@ -347,9 +350,15 @@ func TestEndToEndProxyAddedLatency(t *testing.T) {
 						zeroProbe, zeroTruth = rw.probe, rw.truth
 					} else {
 						rw.probeGrowth, rw.truthGrow = rw.probe-zeroProbe, rw.truth-zeroTruth
-						if d := math.Abs(rw.probeGrowth - rw.truthGrow); d > 0.050 {
-							t.Errorf("over the zero-delay run the probe's figure grew %.3fms, the proxy's own %.3fms (configured %v): more than 50us apart",
-								rw.probeGrowth, rw.truthGrow, sc.delay)
+						// A p50 is read from the probe's histogram, within its
+						// relative error; a mean is exact.
+						limit := 0.050
+						if !sc.meanOnly {
+							limit += (rw.probe + zeroProbe) * histogram.RelativeError
+						}
+						if d := math.Abs(rw.probeGrowth - rw.truthGrow); d > limit {
+							t.Errorf("over the zero-delay run the probe's figure grew %.3fms, the proxy's own %.3fms (configured %v): more than %.0fus apart",
+								rw.probeGrowth, rw.truthGrow, sc.delay, limit*1000)
 						}
 					}
 					rows = append(rows, rw)
